@@ -1,0 +1,32 @@
+# Two commands on a fresh machine: `make serve` and `make test`. Both create .venv with the machine's python3.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+ARGS   ?=
+PYTEST_ARGS ?=
+
+.PHONY: serve test contract clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install -q -e .
+	touch $@
+
+$(VENV)/.installed-test: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install -q -e '.[test]'
+	touch $@ $(VENV)/.installed
+
+serve: $(VENV)/.installed  ## serve the mock on 127.0.0.1:8080 (extra flags: make serve ARGS="--seed 7")
+	$(BIN)/ocp-mock serve $(ARGS)
+
+test: $(VENV)/.installed-test  ## run the whole test suite
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+contract: $(VENV)/.installed-test  ## check a server against the contract: make contract URL=http://host:port
+	$(BIN)/ocp-contract run --base-url $(or $(URL),http://127.0.0.1:8080) $(ARGS)
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis reports

@@ -1,0 +1,1 @@
+"""ocp-contract: checks any server against the OCP task API contract."""

@@ -1,0 +1,125 @@
+"""The /__mock control API: inspect the world, reset it to its seed, force a subtask's state.
+
+Answers use OCP's envelope too, so a client can treat them like any other call. The values a state may
+take are read from the spec's enums; a forced state must keep the world's invariants (a subtask can only
+leave PENDING once its upstreams succeeded), otherwise the call is refused and nothing changes.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import orjson
+from flask import Blueprint, request
+
+from . import lifecycle
+from .envelope import CODE_GENERIC, OcpError, dump_data, not_found
+from .spec import SubError
+from .world import check_invariants
+
+if TYPE_CHECKING:
+    from .app import Mock
+
+PREFIX = "/__mock"
+
+
+def _bad(field: str, value, message: str) -> OcpError:
+    return OcpError(400, CODE_GENERIC, f"Invalid value for {field}: {message}",
+                    sub_errors=[SubError("mock", field, value, message)])
+
+
+def _json_body(optional: bool = False) -> dict:
+    raw = request.get_data(cache=False)
+    if not raw.strip():
+        if optional:
+            return {}
+        raise OcpError(400, CODE_GENERIC, "A JSON object body is required.")
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise OcpError(400, CODE_GENERIC, f"The body is not valid JSON: {exc}") from None
+    if not isinstance(body, dict):
+        raise OcpError(400, CODE_GENERIC, "The body must be a JSON object.")
+    return body
+
+
+def _subtask_id(raw: str) -> int:
+    try:
+        value = int(raw)
+    except ValueError:
+        raise _bad("subtaskId", raw, "must be an integer") from None
+    if not -(2**63) <= value < 2**63:
+        raise _bad("subtaskId", raw, "must be an int64")
+    return value
+
+
+def make_blueprint(mock: "Mock") -> Blueprint:
+    bp = Blueprint("mock_admin", __name__, url_prefix=PREFIX)
+    statuses = mock.spec.enum("SubtaskState")
+    operations = mock.spec.enum("SubtaskOperation")
+
+    def ok(data) -> object:
+        return mock.success(200, dump_data(data))
+
+    @bp.get("/health")
+    def health():
+        return ok({"seed": mock.store.seed(), **mock.store.counts()})
+
+    @bp.post("/reset")
+    def reset():
+        body = _json_body(optional=True)
+        seed = body.get("seed", mock.config.seed)
+        if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**63:
+            raise _bad("seed", seed, "must be a non-negative integer")
+        mock.reset(seed)
+        return ok({"seed": seed, **mock.store.counts()})
+
+    @bp.get("/subtasks")
+    def list_subtasks():
+        status = request.args.get("status")
+        if status is not None and status not in statuses:
+            raise _bad("status", status, f"must be one of {', '.join(statuses)}")
+        task_id = request.args.get("taskId")
+        rows = mock.store.subtasks(status=status, task_id=_subtask_id(task_id) if task_id else None)
+        return ok([
+            {"id": r.id, "taskId": r.task_id, "status": r.status, "operation": r.operation,
+             "name": r.load()["name"]}
+            for r in rows
+        ])
+
+    @bp.get("/subtasks/<raw_id>")
+    def get_subtask(raw_id: str):
+        row = mock.store.subtask(_subtask_id(raw_id))
+        if row is None:
+            raise not_found(raw_id)
+        return ok({"taskId": row.task_id, "subtask": row.load()})
+
+    @bp.route("/subtasks/<raw_id>", methods=["PUT", "PATCH"])
+    def set_subtask(raw_id: str):
+        subtask_id = _subtask_id(raw_id)
+        body = _json_body()
+        unknown = sorted(set(body) - {"status", "operation"})
+        if unknown:
+            raise _bad(unknown[0], body[unknown[0]], "unknown field; send status and/or operation")
+        status, operation = body.get("status"), body.get("operation")
+        if status is None and operation is None:
+            raise OcpError(400, CODE_GENERIC, "Send at least one of status, operation.")
+        if status is not None and status not in statuses:
+            raise _bad("status", status, f"must be one of {', '.join(statuses)}")
+        if operation is not None and operation not in operations:
+            raise _bad("operation", operation, f"must be one of {', '.join(operations)}")
+
+        def change(doc: dict) -> dict:
+            return lifecycle.set_state(doc, status or doc["status"], operation, mock.envelope.now(), "127.0.0.1")
+
+        def keep_invariants(siblings: list[dict]) -> None:
+            problems = check_invariants(siblings)
+            if problems:
+                raise OcpError(409, CODE_GENERIC, "The change would break the world's consistency: " + "; ".join(problems))
+
+        wire = mock.store.change_subtask(subtask_id, change, check_task=keep_invariants)
+        if wire is None:
+            raise not_found(subtask_id)
+        return mock.success(200, wire)
+
+    return bp

@@ -1,0 +1,215 @@
+"""create_app(config): assembles the mock. Routes come from the spec's operations; a request flows
+route -> authenticate -> validate parameters -> authorise -> handler (lifecycle, store) -> envelope
+(-> self-check against the spec in strict mode). Every failure is an OcpError turned into a body in one place."""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import shutil
+import tempfile
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import orjson
+from flask import Flask, Response, g, request
+from werkzeug.exceptions import HTTPException
+
+from . import world as world_module
+from .auth import ANONYMOUS, DEFAULT_USERS, Authenticator, load_users
+from .config import Config
+from .envelope import CODE_GENERIC, Envelope, OcpError, invalid_parameters, new_trace_id
+from .handlers import HANDLERS
+from .spec import Operation, Spec, first_error, load_spec
+from .store import Store
+
+log = logging.getLogger("ocp_mock")
+access_log = logging.getLogger("ocp_mock.access")
+JSON = "application/json"
+
+
+@dataclass
+class Mock:
+    """Everything a request needs, built once per app (or worker process)."""
+
+    config: Config
+    spec: Spec
+    store: Store
+    auth: Authenticator
+    envelope: Envelope
+    violations: list = field(default_factory=list)  # strict mode: responses that broke the contract
+
+    def build_world(self, seed: int):
+        return world_module.build_world(seed, task_count=self.config.task_count)
+
+    def reset(self, seed: int | None = None) -> int:
+        seed = self.config.seed if seed is None else seed
+        self.store.reset(seed, self.build_world)
+        return seed
+
+    # -- bodies ------------------------------------------------------------------------------------
+    def success(self, status: int, data: bytes) -> Response:
+        body = self.envelope.success(data, status, _trace_id(), _elapsed_ms())
+        return Response(body, status=status, mimetype=JSON)
+
+    def failure(self, error: OcpError, exc: BaseException | None = None) -> Response:
+        trace = None
+        if exc is not None and request.headers.get("X-ReturnStackTrace", "").lower() == "true":
+            trace = [line.rstrip("\n") for line in traceback.format_exception(exc)]
+        body = self.envelope.error(error.error_object(trace), error.status, _trace_id(), _elapsed_ms())
+        response = Response(body, status=error.status, mimetype=JSON)
+        for name, value in error.headers.items():
+            response.headers[name] = value
+        return response
+
+    # -- strict mode ---------------------------------------------------------------------------------
+    def contract_problem(self, operation: Operation | None, response: Response) -> str | None:
+        """What is wrong with RESPONSE against the spec, or None."""
+        if response.mimetype != JSON:
+            return f"content type {response.content_type!r} is not {JSON}"
+        try:
+            body = orjson.loads(response.get_data())
+        except orjson.JSONDecodeError as exc:
+            return f"body is not JSON: {exc}"
+        if operation is not None:
+            validator = operation.response_validator(response.status_code)
+            if validator is None:
+                return f"status {response.status_code} is not declared for {operation.operation_id}"
+        elif request.blueprint is not None:  # the admin API: the envelope, with data of its own
+            validator = self.spec.validator("Envelope")
+        else:  # no route matched: Flask's 404/405, answered in the error envelope
+            validator = self.spec.validator("ErrorResponse")
+        problem = first_error(validator, body)
+        if problem is None and body.get("status") != response.status_code:
+            problem = f"envelope status {body.get('status')} differs from HTTP status {response.status_code}"
+        return problem
+
+
+def _trace_id() -> str:
+    if "ocp_trace_id" not in g:
+        g.ocp_trace_id = new_trace_id()
+    return g.ocp_trace_id
+
+
+def _elapsed_ms() -> int:
+    t0 = g.get("ocp_t0")
+    return int((time.perf_counter() - t0) * 1000) if t0 else 0
+
+
+def _private_db() -> str:
+    folder = tempfile.mkdtemp(prefix="ocp-mock-")
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    return str(Path(folder) / "world.sqlite3")
+
+
+def create_app(config: Config | None = None, **overrides) -> Flask:
+    """The Flask app for CONFIG (defaults from Config; keyword overrides for tests)."""
+    config = config or Config()
+    for key, value in overrides.items():
+        if not hasattr(config, key):
+            raise TypeError(f"unknown config option {key!r}")
+        setattr(config, key, value)
+    if config.db_path is None:
+        config.db_path = _private_db()
+
+    spec = load_spec(config.spec_path)
+    users = load_users(config.users_file) if config.users_file else DEFAULT_USERS
+    mock = Mock(
+        config=config,
+        spec=spec,
+        store=Store(config.db_path),
+        auth=Authenticator(users, enabled=config.auth),
+        envelope=Envelope(config.server_id, config.utc_offset),
+    )
+    mock.store.ensure_seeded(config.seed, mock.build_world)
+
+    app = Flask(__name__)
+    app.config["MAX_CONTENT_LENGTH"] = 1024 * 1024
+    app.json.sort_keys = True
+    app.extensions["ocp_mock"] = mock
+
+    _add_operations(app, mock)
+    if config.admin:
+        from .admin import make_blueprint
+
+        app.register_blueprint(make_blueprint(mock))
+    _add_error_handlers(app, mock)
+    _add_hooks(app, mock)
+    return app
+
+
+def _add_operations(app: Flask, mock: Mock) -> None:
+    missing = sorted(set(mock.spec.operations) - set(HANDLERS))
+    if missing:
+        raise RuntimeError(f"openapi.yaml declares operations with no handler: {', '.join(missing)}")
+    for op in mock.spec.operations.values():
+        app.add_url_rule(op.flask_rule, endpoint=op.operation_id, view_func=_view(mock, op), methods=[op.method])
+
+
+def _view(mock: Mock, op: Operation):
+    handler = HANDLERS[op.operation_id]
+    auth = mock.auth
+
+    def view(**path_values):
+        user = auth.authenticate(request.headers.get("Authorization")) if op.secured else ANONYMOUS
+        params, errors = op.parse_parameters(path_values, request.args, request.headers)
+        if errors:
+            raise invalid_parameters(errors)
+        auth.authorize(user, op.permission)
+        status, data = handler(mock, params)
+        return mock.success(status, data)
+
+    view.__name__ = op.operation_id
+    return view
+
+
+def _add_error_handlers(app: Flask, mock: Mock) -> None:
+    @app.errorhandler(OcpError)
+    def ocp_error(exc: OcpError):
+        return mock.failure(exc, exc)
+
+    @app.errorhandler(HTTPException)
+    def http_error(exc: HTTPException):
+        headers = {}
+        if exc.code == 405:
+            headers["Allow"] = ", ".join(sorted(getattr(exc, "valid_methods", None) or []))
+            message = f"Request method '{request.method}' is not supported for {request.path}."
+        elif exc.code == 404:
+            message = f"No handler found for {request.method} {request.path}."
+        else:
+            message = exc.description or exc.name
+        return mock.failure(OcpError(exc.code or 500, CODE_GENERIC, message, headers=headers), exc)
+
+    @app.errorhandler(Exception)
+    def unexpected(exc: Exception):
+        log.exception("unexpected error on %s %s", request.method, request.path)
+        return mock.failure(OcpError(500, CODE_GENERIC, "An unexpected error occurred on the server."), exc)
+
+
+def _add_hooks(app: Flask, mock: Mock) -> None:
+    strict = mock.config.strict
+    log_access = mock.config.access_log
+
+    @app.before_request
+    def start():
+        g.ocp_t0 = time.perf_counter()
+        g.ocp_trace_id = new_trace_id()
+
+    @app.after_request
+    def finish(response: Response):
+        if strict:
+            op = mock.spec.operations.get(request.endpoint or "") if request.blueprint is None else None
+            problem = mock.contract_problem(op, response)
+            if problem:
+                message = f"mock response for {request.method} {request.path} breaks openapi.yaml: {problem}"
+                log.error(message)
+                mock.violations.append(message)
+                response = mock.failure(OcpError(500, CODE_GENERIC, message))
+        if log_access:
+            access_log.info(
+                "%s %s %s %d %.1fms", g.get("ocp_trace_id", "-"), request.method, request.path,
+                response.status_code, (time.perf_counter() - g.get("ocp_t0", time.perf_counter())) * 1000,
+            )
+        return response

@@ -1,0 +1,102 @@
+"""`ocp-mock`: serve the mock on a production WSGI server (granian), or print its seeded world."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+import click
+
+from .config import DEFAULT_HOST, DEFAULT_PORT, DEFAULT_WORKERS, Config, is_loopback
+from .world import DEFAULT_SEED
+
+
+@click.group()
+@click.version_option(package_name="ocp-task-mock")
+def main() -> None:
+    """Mock of the OceanBase Cloud Platform (OCP) task API, driven by openapi.yaml."""
+
+
+@main.command()
+@click.option("--host", default=DEFAULT_HOST, show_default=True, help="Address to bind (loopback by default).")
+@click.option("--port", default=DEFAULT_PORT, show_default=True, type=click.IntRange(0, 65535))
+@click.option("--seed", default=DEFAULT_SEED, show_default=True, type=click.IntRange(0, 2**63 - 1),
+              help="Seed of the world: the same seed gives the same tasks and subtasks.")
+@click.option("--workers", default=DEFAULT_WORKERS, show_default=True, type=click.IntRange(1, 64),
+              help="Worker processes; they share one world.")
+@click.option("--users", "users_file", type=click.Path(exists=True, dir_okay=False),
+              help="YAML/JSON file: users: [{name, password, permissions: [TASK_MANAGER, TASK_VIEWER]}].")
+@click.option("--no-auth", is_flag=True, help="Accept every request without credentials (front-end work).")
+@click.option("--strict", is_flag=True, help="Check every response against openapi.yaml; a mismatch becomes a 500.")
+@click.option("--spec", "spec_path", type=click.Path(exists=True, dir_okay=False), help="Another openapi.yaml.")
+@click.option("--quiet", is_flag=True, help="No access log.")
+def serve(host, port, seed, workers, users_file, no_auth, strict, spec_path, quiet) -> None:
+    """Serve the mock (admin API under /__mock when bound to loopback)."""
+    from granian import Granian
+    from granian.constants import Interfaces
+
+    from .app import create_app
+    from .auth import UsersFileError, load_users
+    from .wsgi import CONFIG_ENV
+
+    if users_file:
+        try:
+            load_users(users_file)
+        except UsersFileError as exc:
+            raise click.BadParameter(str(exc), param_hint="--users") from None
+    folder = tempfile.mkdtemp(prefix="ocp-mock-")
+    config = Config(
+        seed=seed,
+        db_path=str(Path(folder) / "world.sqlite3"),
+        auth=not no_auth,
+        users_file=str(Path(users_file).resolve()) if users_file else None,
+        admin=is_loopback(host),
+        strict=strict,
+        access_log=not quiet,
+    )
+    if spec_path:
+        config.spec_path = str(Path(spec_path).resolve())
+    try:
+        create_app(config).extensions["ocp_mock"].store.close()  # seeds the world once, before workers start
+    except ValueError as exc:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise click.ClickException(str(exc)) from None
+    os.environ[CONFIG_ENV] = config.to_json()
+    click.echo(
+        f"ocp-mock: serving OCP task API on http://{host}:{port} (seed {seed}, {workers} worker(s), "
+        f"auth {'off' if no_auth else 'Basic'}, admin {'on at /__mock' if config.admin else 'off'})",
+        err=True,
+    )
+    try:
+        Granian(
+            target="mock_server.wsgi:app_from_env",
+            factory=True,
+            address=host,
+            port=port,
+            interface=Interfaces.WSGI,
+            workers=workers,
+            log_access=False,
+        ).serve()
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+@main.command()
+@click.option("--seed", default=DEFAULT_SEED, show_default=True, type=click.IntRange(0, 2**63 - 1))
+@click.option("--task-count", default=40, show_default=True, type=click.IntRange(1, 10_000))
+def world(seed, task_count) -> None:
+    """Print the seeded world (tasks and subtasks) as JSON."""
+    import orjson
+
+    from .world import build_world
+
+    w = build_world(seed, task_count=task_count)
+    sys.stdout.buffer.write(orjson.dumps({"seed": w.seed, "tasks": w.tasks, "subtasks": w.subtasks},
+                                         option=orjson.OPT_INDENT_2) + b"\n")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,56 @@
+"""One configuration object for the mock: every default is named here, once."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import ipaddress
+import json
+import socket
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .world import DEFAULT_SEED
+
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 8080
+DEFAULT_WORKERS = 2
+DEFAULT_UTC_OFFSET = "+08:00"  # OCP deployments answer in their server's zone; Asia/Shanghai is the common one
+SPEC_PATH = Path(__file__).resolve().with_name("openapi.yaml")
+
+
+def default_server_id() -> str:
+    """A short, stable host id such as OCP puts in the envelope's `server` field."""
+    return hashlib.sha1(socket.gethostname().encode()).hexdigest()[:10]
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+@dataclass
+class Config:
+    seed: int = DEFAULT_SEED
+    task_count: int = 40
+    spec_path: str = str(SPEC_PATH)
+    # Where the world lives. None: a private temporary SQLite file for this app.
+    db_path: str | None = None
+    auth: bool = True
+    users_file: str | None = None
+    admin: bool = True
+    strict: bool = False
+    utc_offset: str = DEFAULT_UTC_OFFSET
+    server_id: str = field(default_factory=default_server_id)
+    access_log: bool = False
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self))
+
+    @classmethod
+    def from_json(cls, text: str) -> "Config":
+        return cls(**json.loads(text))

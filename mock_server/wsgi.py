@@ -1,0 +1,24 @@
+"""Entry point for WSGI servers' worker processes: the configuration arrives in OCP_MOCK_CONFIG (JSON)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+
+from .app import create_app
+from .config import Config
+
+CONFIG_ENV = "OCP_MOCK_CONFIG"
+
+
+def app_from_env():
+    config = Config.from_json(os.environ[CONFIG_ENV]) if CONFIG_ENV in os.environ else Config()
+    if config.access_log:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
+        access = logging.getLogger("ocp_mock.access")
+        access.addHandler(handler)
+        access.setLevel(logging.INFO)
+        access.propagate = False
+    return create_app(config)

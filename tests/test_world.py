@@ -1,0 +1,459 @@
+"""Tests for mock_server/world.py: the seeded world of tasks and subtasks."""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import ipaddress
+import os
+import random
+import subprocess
+import sys
+import time
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import orjson
+import pytest
+import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from jsonschema import Draft202012Validator
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:  # plain pytest, no tests/__init__.py, no conftest: make mock_server importable
+    sys.path.insert(0, str(ROOT))
+
+from mock_server.world import (  # noqa: E402
+    DEFAULT_SEED,
+    FINISHED,
+    FIXTURE_FAILED_SUBTASK_ID,
+    FIXTURE_TASK_ID,
+    STARTED,
+    STEP_NAMES,
+    TASK_TEMPLATES,
+    World,
+    build_world,
+    check_invariants,
+    derive_task_status,
+    format_time,
+    parse_time,
+)
+
+SPEC = yaml.safe_load((ROOT / "openapi.yaml").read_text(encoding="utf-8"))
+SUBTASK_VALIDATOR = Draft202012Validator(
+    {"$ref": "#/components/schemas/SubtaskInstance", "components": SPEC["components"]},
+    format_checker=Draft202012Validator.FORMAT_CHECKER,
+)
+
+DEFAULT_WORLD = build_world()
+SEEDS = st.integers(0, 2**32 - 1)
+
+
+def world_bytes(world: World) -> bytes:
+    return orjson.dumps(world.tasks + world.subtasks)
+
+
+def by_id(world: World) -> dict[int, dict]:
+    return {s["id"]: s for s in world.subtasks}
+
+
+def task_subtasks(world: World, task: dict) -> list[dict]:
+    subs = by_id(world)
+    return [subs[i] for i in task["subtaskIds"]]
+
+
+# ---------------------------------------------------------------------------------------------
+# The fixture task
+# ---------------------------------------------------------------------------------------------
+
+FIXTURE_SHAPE = {
+    # id: (status, name, parallelIdx, upstreams, downstreams)
+    10000: ("SUCCESSFUL", "Check host environment", -1, [], [10001, 10002, 10003, 10004]),
+    10001: ("FAILED", "Install ocp agent", 0, [10000], [10005]),
+    10002: ("RUNNING", "Install ocp agent", 1, [10000], [10005]),
+    10003: ("CANCELING", "Install ocp agent", 2, [10000], [10005]),
+    10004: ("READY", "Install ocp agent", 3, [10000], [10005]),
+    10005: ("PENDING", "Start ocp agent", -1, [10001, 10002, 10003, 10004], []),
+}
+
+
+@pytest.mark.parametrize("seed", [DEFAULT_SEED, 0, 1, 2**32 - 1])
+def test_fixture_task_shape(seed):
+    world = build_world(seed)
+    task = world.tasks[0]
+    assert task["id"] == FIXTURE_TASK_ID == 1000
+    assert task["status"] == "RUNNING"
+    assert task["operation"] == "EXECUTE"
+    assert task["subtaskIds"] == [10000, 10001, 10002, 10003, 10004, 10005]
+    assert "finishTime" not in task
+    assert [s["id"] for s in world.subtasks[:6]] == list(FIXTURE_SHAPE)
+    for s in world.subtasks[:6]:
+        status, name, pidx, up, down = FIXTURE_SHAPE[s["id"]]
+        assert (s["status"], s["name"], s["description"]) == (status, name, name)
+        assert (s["parallelIdx"], s["upstreams"], s["downstreams"]) == (pidx, up, down)
+        assert s["operation"] == "EXECUTE"
+        assert s["runTime"] == 1
+        assert s["nodeType"] == "JAVA_TASK"
+        assert s["createTime"] == task["createTime"]
+        assert ("startTime" in s) == ("executor" in s) == (status in STARTED)
+        assert ("finishTime" in s) == (status in FINISHED)
+        assert world.subtask_task[s["id"]] == FIXTURE_TASK_ID
+    failed = by_id(world)[FIXTURE_FAILED_SUBTASK_ID]
+    assert failed["status"] == "FAILED" and failed["operation"] == "EXECUTE"
+
+
+def test_fixture_shape_independent_of_task_count():
+    assert build_world(task_count=1).subtasks == DEFAULT_WORLD.subtasks[:6]
+    assert len(build_world(task_count=1).tasks) == 1
+
+
+def test_ids_layout():
+    world = DEFAULT_WORLD
+    assert [t["id"] for t in world.tasks] == list(range(1000, 1040))
+    assert [s["id"] for s in world.subtasks] == list(range(10000, 10000 + len(world.subtasks)))
+    flat = [i for t in world.tasks for i in t["subtaskIds"]]
+    assert flat == [s["id"] for s in world.subtasks]
+    assert world.subtask_task == {i: t["id"] for t in world.tasks for i in t["subtaskIds"]}
+
+
+# ---------------------------------------------------------------------------------------------
+# Determinism
+# ---------------------------------------------------------------------------------------------
+
+
+def test_same_seed_same_bytes():
+    assert world_bytes(build_world()) == world_bytes(DEFAULT_WORLD)
+    assert world_bytes(build_world(12345, 25)) == world_bytes(build_world(12345, 25))
+
+
+def test_different_seeds_differ():
+    assert world_bytes(build_world(1)) != world_bytes(build_world(2))
+    assert world_bytes(build_world(DEFAULT_SEED)) != world_bytes(build_world(DEFAULT_SEED + 1))
+
+
+def test_independent_of_global_random_state():
+    random.seed(1)
+    a = world_bytes(build_world(99))
+    random.seed(2)
+    random.random()
+    b = world_bytes(build_world(99))
+    assert a == b
+
+
+def test_independent_of_hash_seed():
+    code = (
+        "import hashlib, orjson\n"
+        "from mock_server.world import build_world\n"
+        "w = build_world()\n"
+        "print(hashlib.sha256(orjson.dumps(w.tasks + w.subtasks)).hexdigest())\n"
+    )
+    expected = hashlib.sha256(world_bytes(DEFAULT_WORLD)).hexdigest()
+    for hash_seed in ("0", "4242"):
+        env = {**os.environ, "PYTHONHASHSEED": hash_seed}
+        out = subprocess.run(
+            [sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, check=True
+        )
+        assert out.stdout.strip() == expected
+
+
+def test_import_is_light():
+    code = "import sys\nimport mock_server.world\nprint('faker' in sys.modules)\n"
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
+def test_build_world_is_fast():
+    build_world(3)  # Faker imported and warmed up
+    start = time.perf_counter()
+    build_world(4, task_count=40)
+    assert time.perf_counter() - start < 0.5
+
+
+# ---------------------------------------------------------------------------------------------
+# Properties over many seeds
+# ---------------------------------------------------------------------------------------------
+
+
+def assert_world_ok(world: World) -> None:
+    assert check_invariants(world.subtasks) == []
+    subs = by_id(world)
+    for s in world.subtasks:
+        errors = sorted(SUBTASK_VALIDATOR.iter_errors(s), key=str)
+        assert not errors, f"subtask {s['id']}: {errors[0].message}"
+        assert list(s) == sorted(s)
+    for task in world.tasks:
+        assert list(task) == sorted(task)
+        members = [subs[i] for i in task["subtaskIds"]]
+        assert members, task
+        assert task["subtaskIds"] == sorted(task["subtaskIds"])
+        # each task's subtasks alone are a closed, valid graph
+        assert check_invariants(members) == []
+        statuses = [s["status"] for s in members]
+        assert task["status"] == derive_task_status(statuses)
+        if all(x == "SUCCESSFUL" for x in statuses):
+            assert task["status"] == "SUCCESSFUL"
+        elif "FAILED" in statuses and not {"RUNNING", "CANCELING", "READY"} & set(statuses):
+            assert task["status"] == "FAILED"
+        else:
+            assert task["status"] == "RUNNING"
+        ops = {s["operation"] for s in members}
+        assert task["operation"] == ("ROLLBACK" if "ROLLBACK" in ops else "RETRY" if "RETRY" in ops else "EXECUTE")
+        assert ("finishTime" in task) == (task["status"] != "RUNNING")
+        assert task["type"] in ("MANUAL", "SCHEDULED", "SYS_SCHEDULED")
+        assert task["creator"]["name"]
+        ipaddress.IPv4Address(task["executor"])
+        created, started = parse_time(task["createTime"]), parse_time(task["startTime"])
+        assert created <= started
+        starts = [parse_time(s["startTime"]) for s in members if "startTime" in s]
+        finishes = [parse_time(s["finishTime"]) for s in members if "finishTime" in s]
+        if starts:
+            assert started <= min(starts)
+        if "finishTime" in task:
+            assert max(finishes) <= parse_time(task["finishTime"])
+        for s in members:
+            assert s["createTime"] == task["createTime"]
+            for u in s["upstreams"]:
+                assert world.subtask_task[u] == task["id"]  # edges stay inside a task
+        # coherent state: after a step that is not all SUCCESSFUL everything is PENDING
+        seen_unfinished = False
+        for s in members:
+            if seen_unfinished and s["upstreams"] and any(subs[u]["status"] != "SUCCESSFUL" for u in s["upstreams"]):
+                assert s["status"] == "PENDING"
+            if s["status"] != "SUCCESSFUL":
+                seen_unfinished = True
+        for s in members:
+            if s["operation"] == "RETRY" and s["status"] != "READY":
+                assert s["runTime"] >= 2
+
+
+@settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(SEEDS)
+def test_world_properties_any_seed(seed):
+    world = build_world(seed)
+    assert world.seed == seed
+    assert len(world.tasks) == 40
+    assert_world_ok(world)
+    failed_tasks = [t for t in world.tasks if any(s["status"] == "FAILED" for s in task_subtasks(world, t))]
+    assert len(failed_tasks) >= 3
+
+
+@settings(max_examples=30, deadline=None)
+@given(SEEDS, st.integers(1, 60))
+def test_world_properties_any_size(seed, task_count):
+    world = build_world(seed, task_count)
+    assert len(world.tasks) == task_count
+    assert_world_ok(world)
+    if task_count >= 20:
+        failed = [t for t in world.tasks[1:] if any(s["status"] == "FAILED" for s in task_subtasks(world, t))]
+        assert len(failed) >= 3
+
+
+def test_default_world_has_a_mix():
+    world = DEFAULT_WORLD
+    failed = [t for t in world.tasks if any(s["status"] == "FAILED" for s in task_subtasks(world, t))]
+    assert len(failed) >= 5
+    statuses = {t["status"] for t in world.tasks}
+    assert statuses == {"RUNNING", "FAILED", "SUCCESSFUL"}
+    assert {t["type"] for t in world.tasks} >= {"MANUAL"}
+    assert sum(t["type"] == "MANUAL" for t in world.tasks) > len(world.tasks) / 2
+    assert any(s["parallelIdx"] >= 1 for s in world.subtasks[6:])  # parallel groups outside the fixture
+    retryable = [s for s in world.subtasks if s["status"] == "FAILED" and s["operation"] != "ROLLBACK"]
+    assert len(retryable) >= 5
+
+
+# ---------------------------------------------------------------------------------------------
+# Realistic data
+# ---------------------------------------------------------------------------------------------
+
+
+def test_executors_are_private_ipv4():
+    addresses = {s["executor"] for s in DEFAULT_WORLD.subtasks if "executor" in s}
+    addresses |= {t["executor"] for t in DEFAULT_WORLD.tasks}
+    assert addresses
+    for a in addresses:
+        ip = ipaddress.IPv4Address(a)
+        assert str(ip) == a
+        assert any(ip in ipaddress.ip_network(n) for n in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16"))
+        assert a.rsplit(".", 1)[1] not in ("0", "255")
+
+
+@pytest.mark.parametrize("seed", [DEFAULT_SEED, 7, 31337])
+def test_names_come_from_templates(seed):
+    world = build_world(seed)
+    templates = {t.name: t for t in TASK_TEMPLATES}
+    subs = by_id(world)
+    for task in world.tasks:
+        template = templates[task["name"]]
+        assert task["taskDefinitionId"] == template.definition_id
+        members = [subs[i] for i in task["subtaskIds"]]
+        # collapse parallel groups back into steps: the step names in template order
+        steps, prev = [], None
+        for s in members:
+            key = (s["name"], tuple(s["upstreams"]))
+            if key != prev:
+                steps.append(s)
+            prev = key
+        assert [s["name"] for s in steps] == [step.name for step in template.steps]
+        for step, first in zip(template.steps, steps):
+            group = [s for s in members if s["name"] == step.name and s["upstreams"] == first["upstreams"]]
+            if step.parallel:
+                assert [s["parallelIdx"] for s in group] == list(range(len(group)))
+            else:
+                assert [s["parallelIdx"] for s in group] == [-1]
+        assert [s["seriesId"] for s in members] == list(range(1, len(members) + 1))
+    for s in world.subtasks:
+        assert s["name"] in STEP_NAMES
+        assert s["description"] == s["name"]
+        assert s["timeout"] in (600, 1800, 3600)
+        assert s["nodeType"] == "JAVA_TASK"
+
+
+def test_times_are_plus_eight_with_millis():
+    for s in DEFAULT_WORLD.subtasks:
+        for key in ("createTime", "startTime", "finishTime"):
+            if key in s:
+                assert s[key].endswith("+08:00")
+                assert len(s[key]) == len("2021-08-25T15:09:35.626+08:00")
+                assert s[key] >= "2024-11-01T08:00:00.000+08:00"
+
+
+# ---------------------------------------------------------------------------------------------
+# format_time
+# ---------------------------------------------------------------------------------------------
+
+
+def test_format_time():
+    tz8 = timezone(timedelta(hours=8))
+    assert format_time(datetime(2021, 8, 25, 15, 9, 35, 626000, tzinfo=tz8)) == "2021-08-25T15:09:35.626+08:00"
+    assert format_time(datetime(2021, 8, 25, 15, 9, 31, tzinfo=tz8)) == "2021-08-25T15:09:31.000+08:00"
+    assert format_time(datetime(2021, 8, 25, 15, 9, 31, 999999, tzinfo=tz8)) == "2021-08-25T15:09:31.999+08:00"
+    assert format_time(datetime(2021, 8, 25, 7, 9, 31, tzinfo=timezone.utc)) == "2021-08-25T07:09:31.000+00:00"
+    with pytest.raises(ValueError):
+        format_time(datetime(2021, 8, 25, 15, 9, 31))
+    dt = datetime(2024, 11, 6, 3, 13, 28, 123000, tzinfo=tz8)
+    assert parse_time(format_time(dt)) == dt
+
+
+# ---------------------------------------------------------------------------------------------
+# check_invariants catches each kind of violation
+# ---------------------------------------------------------------------------------------------
+
+
+def _set(d, key, value):
+    d[key] = value
+
+
+def _shift(value: str, seconds: float) -> str:
+    return format_time(parse_time(value) + timedelta(seconds=seconds))
+
+
+MUTATIONS = {
+    # name: (subtask id the message must name, mutate(subtasks_by_id))
+    "drop downstream link": (10001, lambda s: s[10000]["downstreams"].remove(10001)),
+    "drop upstream link": (10005, lambda s: s[10005]["upstreams"].remove(10002)),
+    "finishTime on RUNNING": (10002, lambda s: _set(s[10002], "finishTime", _shift(s[10002]["startTime"], 5))),
+    "finishTime on READY": (10004, lambda s: _set(s[10004], "finishTime", s[10000]["finishTime"])),
+    "no finishTime on SUCCESSFUL": (10000, lambda s: s[10000].pop("finishTime")),
+    "no finishTime on FAILED": (10001, lambda s: s[10001].pop("finishTime")),
+    "no startTime on RUNNING": (10002, lambda s: (s[10002].pop("startTime"), s[10002].pop("executor"))),
+    "no startTime on CANCELING": (10003, lambda s: s[10003].pop("startTime")),
+    "startTime without executor": (10002, lambda s: s[10002].pop("executor")),
+    "executor without startTime": (10004, lambda s: _set(s[10004], "executor", "10.0.0.1")),
+    "startTime on PENDING": (
+        10005,
+        lambda s: (_set(s[10005], "startTime", s[10002]["startTime"]), _set(s[10005], "executor", "10.0.0.1")),
+    ),
+    "swap start and finish": (
+        10000,
+        lambda s: s[10000].update(startTime=s[10000]["finishTime"], finishTime=s[10000]["startTime"]),
+    ),
+    "createTime after startTime": (10002, lambda s: _set(s[10002], "createTime", _shift(s[10002]["startTime"], 1))),
+    "start before upstream finish": (
+        10002,
+        lambda s: _set(s[10002], "startTime", _shift(s[10000]["finishTime"], -0.5)),
+    ),
+    "unparsable time": (10000, lambda s: _set(s[10000], "finishTime", "yesterday")),
+    "naive time": (10000, lambda s: _set(s[10000], "finishTime", "2024-11-01T09:00:00.000")),
+    "cycle": (
+        10000,
+        lambda s: (s[10005]["downstreams"].append(10000), s[10000]["upstreams"].append(10005)),
+    ),
+    "self reference": (10005, lambda s: (s[10005]["downstreams"].append(10005), s[10005]["upstreams"].append(10005))),
+    "unknown upstream": (10005, lambda s: _set(s[10005], "upstreams", [10001, 10002, 10003, 10004, 99999])),
+    "unsorted downstreams": (10000, lambda s: s[10000]["downstreams"].reverse()),
+    "description differs": (10003, lambda s: _set(s[10003], "description", "Something else")),
+    "parallelIdx below -1": (10002, lambda s: _set(s[10002], "parallelIdx", -2)),
+    "parallelIdx not int": (10002, lambda s: _set(s[10002], "parallelIdx", "1")),
+    "runTime zero": (10000, lambda s: _set(s[10000], "runTime", 0)),
+    "unknown status": (10002, lambda s: _set(s[10002], "status", "DONE")),
+    "unknown operation": (10001, lambda s: _set(s[10001], "operation", "REDO")),
+    "READY before upstreams done": (10005, lambda s: _set(s[10005], "status", "READY")),
+    "RUNNING under a RUNNING upstream": (
+        10001,
+        lambda s: (_set(s[10000], "status", "RUNNING"), s[10000].pop("finishTime")),
+    ),
+}
+
+
+@pytest.mark.parametrize("name", list(MUTATIONS))
+def test_check_invariants_catches(name):
+    target, mutate = MUTATIONS[name]
+    subtasks = copy.deepcopy(DEFAULT_WORLD.subtasks)
+    assert check_invariants(subtasks) == []
+    mutate({s["id"]: s for s in subtasks})
+    messages = check_invariants(subtasks)
+    assert messages, name
+    assert all(isinstance(m, str) and m.startswith("subtask ") for m in messages)
+    assert any(str(target) in m for m in messages), messages
+
+
+def test_check_invariants_duplicate_id():
+    subtasks = copy.deepcopy(DEFAULT_WORLD.subtasks[:6])
+    subtasks.append(copy.deepcopy(subtasks[5]))
+    messages = check_invariants(subtasks)
+    assert messages and any("10005" in m and "duplicate" in m for m in messages)
+
+
+def test_check_invariants_one_message_per_violation():
+    subtasks = copy.deepcopy(DEFAULT_WORLD.subtasks)
+    subs = {s["id"]: s for s in subtasks}
+    subs[10000]["downstreams"].remove(10001)
+    subs[10003]["description"] = "x"
+    assert len(check_invariants(subtasks)) == 2
+
+
+def test_check_invariants_cycle_reported_once():
+    subtasks = copy.deepcopy(DEFAULT_WORLD.subtasks[:6])
+    subs = {s["id"]: s for s in subtasks}
+    for s in subtasks:  # make the statuses irrelevant: all PENDING, never started
+        s["status"] = "PENDING"
+        for key in ("startTime", "finishTime", "executor"):
+            s.pop(key, None)
+    subs[10005]["downstreams"] = [10000]
+    subs[10000]["upstreams"] = [10005]
+    messages = check_invariants(subtasks)
+    assert len(messages) == 1 and "cycle" in messages[0] and "10000" in messages[0]
+
+
+def test_check_invariants_accepts_retry_and_skip_outcomes():
+    subtasks = copy.deepcopy(DEFAULT_WORLD.subtasks)
+    subs = {s["id"]: s for s in subtasks}
+    retried = subs[FIXTURE_FAILED_SUBTASK_ID]
+    retried.update(status="READY", operation="RETRY")
+    del retried["finishTime"]
+    assert "startTime" in retried and "executor" in retried
+    assert check_invariants(subtasks) == []
+    # every FAILED subtask of the world may be retried or skipped
+    for s in subtasks:
+        if s["status"] == "FAILED":
+            s.update(status="READY", operation="SKIP" if s["id"] % 2 else "RETRY")
+            del s["finishTime"]
+    assert check_invariants(subtasks) == []
+
+
+def test_check_invariants_accepts_generators_and_junk():
+    assert check_invariants(s for s in DEFAULT_WORLD.subtasks) == []
+    assert check_invariants([]) == []
+    messages = check_invariants([None, {"name": "x"}])
+    assert len(messages) == 2
