@@ -21,6 +21,7 @@ from . import world as world_module
 from .auth import ANONYMOUS, DEFAULT_USERS, Authenticator, load_users
 from .config import Config
 from .envelope import CODE_GENERIC, Envelope, OcpError, invalid_parameters, new_trace_id
+from .extensions import init_extensions
 from .handlers import HANDLERS
 from .spec import Operation, Spec, first_error, load_spec
 from .store import Store
@@ -131,6 +132,7 @@ def create_app(config: Config | None = None, **overrides) -> Flask:
     app.extensions["ocp_mock"] = mock
 
     _add_operations(app, mock)
+    init_extensions(app, mock)
     if config.admin:
         from .admin import make_blueprint
 

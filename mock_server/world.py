@@ -45,8 +45,7 @@ __all__ = [
     "derive_task_status",
     "format_time",
     "parse_time",
-    "OcpProvider",
-]
+]  # OcpProvider is importable too, but built on first access (it imports Faker)
 
 DEFAULT_SEED = 20241106
 FIXTURE_TASK_ID = 1000
@@ -498,18 +497,10 @@ def build_world(seed: int = DEFAULT_SEED, task_count: int = 40) -> World:
     rnd = fake.random
     servers = fake.ocp_server_pool(3)
 
-    # Which of the non-fixture tasks end FAILED / RUNNING / SUCCESSFUL: a shuffled, seeded mix
-    # with a guaranteed share of FAILED tasks.
-    others = task_count - 1
-    n_failed = min(others, max(3, round(others * rnd.uniform(0.2, 0.33))))
-    n_running = min(others - n_failed, round(others * rnd.uniform(0.12, 0.25)))
-    scenarios = ["FAILED"] * n_failed + ["RUNNING"] * n_running
-    scenarios += ["SUCCESSFUL"] * (others - len(scenarios))
-    rnd.shuffle(scenarios)
-
     tasks: list[dict] = []
     subtasks: list[dict] = []
     subtask_task: dict[int, int] = {}
+    n_failed = 0
 
     create_ms = rnd.randint(0, 30 * 60_000)
     sid = FIRST_SUBTASK_ID
@@ -521,10 +512,17 @@ def build_world(seed: int = DEFAULT_SEED, task_count: int = 40) -> World:
             timeouts = [600, 1800, 600]
             task_type, creator = "MANUAL", "admin"
         else:
+            # The task's end state: a seeded draw, turned FAILED when too few FAILED tasks came so far
+            # (at least 3 among tasks 1001..1019), decided task by task so that a smaller world is a
+            # prefix of a larger one with the same seed.
+            scenario = rnd.choices(("SUCCESSFUL", "FAILED", "RUNNING"), (50, 30, 20))[0]
+            if scenario != "FAILED" and n_failed < (i + 1) // 6:
+                scenario = "FAILED"
+            n_failed += scenario == "FAILED"
             template = fake.ocp_task_template()
             hosts = fake.ocp_host_count()
             sizes = [hosts if step.parallel else 1 for step in template.steps]
-            plan = _plan_task(fake, scenarios[i - 1], sizes)
+            plan = _plan_task(fake, scenario, sizes)
             timeouts = [fake.ocp_timeout() for _ in template.steps]
             task_type = template.type
             creator = fake.ocp_creator(task_type)
