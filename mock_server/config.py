@@ -10,13 +10,13 @@ import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .spec import SPEC_PATH
 from .world import DEFAULT_SEED
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8080
 DEFAULT_WORKERS = 2
 DEFAULT_UTC_OFFSET = "+08:00"  # OCP deployments answer in their server's zone; Asia/Shanghai is the common one
-SPEC_PATH = Path(__file__).resolve().with_name("openapi.yaml")
 
 
 def default_server_id() -> str:

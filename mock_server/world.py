@@ -20,6 +20,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any, NamedTuple
 
+from .spec import SPEC_PATH, load_spec
+
 __all__ = [
     "DEFAULT_SEED",
     "FIXTURE_TASK_ID",
@@ -55,12 +57,14 @@ FIRST_SUBTASK_ID = 10000
 FINISHED = frozenset({"FAILED", "SUCCESSFUL"})
 STARTED = frozenset({"RUNNING", "CANCELING", "FAILED", "SUCCESSFUL"})
 
-SUBTASK_STATES = ("PENDING", "READY", "RUNNING", "CANCELING", "FAILED", "SUCCESSFUL")
-SUBTASK_OPERATIONS = ("EXECUTE", "RETRY", "ROLLBACK", "SKIP", "ROLLBACK_SKIP", "CANCEL")
+# The subtask enums are the spec's (one fact, one place); the task ones join them when the task family does.
+_SPEC = load_spec(str(SPEC_PATH))
+SUBTASK_STATES = _SPEC.enum("SubtaskState")
+SUBTASK_OPERATIONS = _SPEC.enum("SubtaskOperation")
 TASK_STATES = ("RUNNING", "FAILED", "SUCCESSFUL")
 TASK_OPERATIONS = ("EXECUTE", "RETRY", "ROLLBACK")
 TASK_TYPES = ("MANUAL", "SCHEDULED", "SYS_SCHEDULED")
-NODE_TYPE = "JAVA_TASK"
+NODE_TYPE = _SPEC.enum("NodeType")[0]
 
 TZ = timezone(timedelta(hours=8))
 ANCHOR = datetime(2024, 11, 1, 8, 0, 0, tzinfo=TZ)

@@ -103,9 +103,12 @@ def test_fixture_task_shape(seed):
     assert failed["status"] == "FAILED" and failed["operation"] == "EXECUTE"
 
 
-def test_fixture_shape_independent_of_task_count():
-    assert build_world(task_count=1).subtasks == DEFAULT_WORLD.subtasks[:6]
-    assert len(build_world(task_count=1).tasks) == 1
+def test_smaller_world_is_a_prefix():
+    small = build_world(task_count=1)
+    assert small.tasks == DEFAULT_WORLD.tasks[:1] and small.subtasks == DEFAULT_WORLD.subtasks[:6]
+    mid = build_world(task_count=17)
+    assert mid.tasks == DEFAULT_WORLD.tasks[:17]
+    assert mid.subtasks == DEFAULT_WORLD.subtasks[: len(mid.subtasks)]
 
 
 def test_ids_layout():
@@ -215,13 +218,18 @@ def assert_world_ok(world: World) -> None:
             assert s["createTime"] == task["createTime"]
             for u in s["upstreams"]:
                 assert world.subtask_task[u] == task["id"]  # edges stay inside a task
-        # coherent state: after a step that is not all SUCCESSFUL everything is PENDING
-        seen_unfinished = False
+        # coherent state: steps (a parallel group is one step) SUCCESSFUL up to the first step that
+        # is not, everything after that step PENDING
+        steps: list[list[dict]] = []
         for s in members:
-            if seen_unfinished and s["upstreams"] and any(subs[u]["status"] != "SUCCESSFUL" for u in s["upstreams"]):
-                assert s["status"] == "PENDING"
-            if s["status"] != "SUCCESSFUL":
-                seen_unfinished = True
+            if steps and (s["name"], s["upstreams"]) == (steps[-1][0]["name"], steps[-1][0]["upstreams"]):
+                steps[-1].append(s)
+            else:
+                steps.append([s])
+        open_steps = [i for i, step in enumerate(steps) if any(s["status"] != "SUCCESSFUL" for s in step)]
+        if open_steps:
+            for step in steps[open_steps[0] + 1 :]:
+                assert all(s["status"] == "PENDING" for s in step), task["id"]
         for s in members:
             if s["operation"] == "RETRY" and s["status"] != "READY":
                 assert s["runTime"] >= 2
@@ -307,6 +315,27 @@ def test_names_come_from_templates(seed):
         assert s["description"] == s["name"]
         assert s["timeout"] in (600, 1800, 3600)
         assert s["nodeType"] == "JAVA_TASK"
+
+
+def test_ocp_provider():
+    from faker import Faker
+    from faker.providers import BaseProvider
+
+    from mock_server.world import OcpProvider
+
+    assert issubclass(OcpProvider, BaseProvider)
+    fake = Faker()
+    fake.add_provider(OcpProvider)
+    fake.seed_instance(5)
+    first = [fake.ocp_executor(), fake.ocp_timeout(), fake.ocp_task_template().name, fake.ocp_server_pool(3)]
+    fake.seed_instance(5)
+    assert [fake.ocp_executor(), fake.ocp_timeout(), fake.ocp_task_template().name, fake.ocp_server_pool(3)] == first
+    for _ in range(200):
+        ip = ipaddress.IPv4Address(fake.ocp_executor())
+        assert ip.is_private
+    pool = fake.ocp_server_pool(3)
+    assert len(set(pool)) == 3 and len({a.rsplit(".", 1)[0] for a in pool}) == 1
+    assert fake.ocp_task_template() in TASK_TEMPLATES
 
 
 def test_times_are_plus_eight_with_millis():
