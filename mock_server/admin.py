@@ -7,6 +7,7 @@ leave PENDING once its upstreams succeeded), otherwise the call is refused and n
 
 from __future__ import annotations
 
+import hmac
 from typing import TYPE_CHECKING
 
 import orjson
@@ -21,6 +22,7 @@ if TYPE_CHECKING:
     from .app import Mock
 
 PREFIX = "/__mock"
+TOKEN_HEADER = "X-Mock-Admin-Token"
 
 
 def _bad(field: str, value, message: str) -> OcpError:
@@ -55,6 +57,15 @@ def _subtask_id(raw: str) -> int:
 
 def make_blueprint(mock: "Mock") -> Blueprint:
     bp = Blueprint("mock_admin", __name__, url_prefix=PREFIX)
+    token = mock.config.admin_token
+
+    if token:
+        @bp.before_request
+        def require_token():
+            given = request.headers.get(TOKEN_HEADER, "")
+            if not hmac.compare_digest(given.encode(), token.encode()):
+                raise OcpError(401, CODE_GENERIC, f"The admin API needs the {TOKEN_HEADER} header with the token "
+                                                  "given to ocp-mock serve --admin-token.")
     statuses = mock.spec.enum("SubtaskState")
     operations = mock.spec.enum("SubtaskOperation")
 
@@ -64,6 +75,12 @@ def make_blueprint(mock: "Mock") -> Blueprint:
     @bp.get("/health")
     def health():
         return ok({"seed": mock.store.seed(), **mock.store.counts()})
+
+    @bp.get("/world")
+    def whole_world():
+        """Every task and subtask as stored now (the world after every change so far)."""
+        tasks, subtasks = mock.store.dump()
+        return ok({"seed": mock.store.seed(), "tasks": tasks, "subtasks": subtasks})
 
     @bp.post("/reset")
     def reset():

@@ -29,6 +29,8 @@ from .store import Store
 log = logging.getLogger("ocp_mock")
 access_log = logging.getLogger("ocp_mock.access")
 JSON = "application/json"
+# Answers about the request's size, made before any operation runs; they use the error envelope.
+TRANSPORT_LIMITS = frozenset({413, 431})
 
 
 @dataclass
@@ -74,7 +76,7 @@ class Mock:
             body = orjson.loads(response.get_data())
         except orjson.JSONDecodeError as exc:
             return f"body is not JSON: {exc}"
-        if operation is not None:
+        if operation is not None and response.status_code not in TRANSPORT_LIMITS:
             validator = operation.response_validator(response.status_code)
             if validator is None:
                 return f"status {response.status_code} is not declared for {operation.operation_id}"
@@ -120,14 +122,14 @@ def create_app(config: Config | None = None, **overrides) -> Flask:
     mock = Mock(
         config=config,
         spec=spec,
-        store=Store(config.db_path),
+        store=Store(config.db_path, durable=config.durable),
         auth=Authenticator(users, enabled=config.auth),
         envelope=Envelope(config.server_id, config.utc_offset),
     )
     mock.store.ensure_seeded(config.seed, mock.build_world)
 
     app = Flask(__name__)
-    app.config["MAX_CONTENT_LENGTH"] = 1024 * 1024
+    app.config["MAX_CONTENT_LENGTH"] = config.max_body_bytes
     app.json.sort_keys = True
     app.extensions["ocp_mock"] = mock
 
@@ -196,10 +198,19 @@ def _add_hooks(app: Flask, mock: Mock) -> None:
     strict = mock.config.strict
     log_access = mock.config.access_log
 
+    max_header_bytes = mock.config.max_header_bytes
+    max_body_bytes = mock.config.max_body_bytes
+
     @app.before_request
     def start():
         g.ocp_t0 = time.perf_counter()
         g.ocp_trace_id = new_trace_id()
+        environ = request.environ
+        size = sum(len(k) + len(v) for k, v in environ.items() if k.startswith("HTTP_") and isinstance(v, str))
+        if size > max_header_bytes:
+            raise OcpError(431, CODE_GENERIC, f"Request headers are larger than {max_header_bytes} bytes.")
+        if (request.content_length or 0) > max_body_bytes:
+            raise OcpError(413, CODE_GENERIC, f"Request body is larger than {max_body_bytes} bytes.")
 
     @app.after_request
     def finish(response: Response):

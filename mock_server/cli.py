@@ -33,10 +33,19 @@ def main() -> None:
 @click.option("--strict", is_flag=True, help="Check every response against openapi.yaml; a mismatch becomes a 500.")
 @click.option("--spec", "spec_path", type=click.Path(exists=True, dir_okay=False), help="Another openapi.yaml.")
 @click.option("--quiet", is_flag=True, help="No access log.")
-def serve(host, port, seed, workers, users_file, no_auth, strict, spec_path, quiet) -> None:
-    """Serve the mock (admin API under /__mock when bound to loopback)."""
+@click.option("--state-file", type=click.Path(dir_okay=False),
+              help="Keep the world in this file across restarts (created from --seed when missing); "
+                   "every acknowledged change is on disk.")
+@click.option("--admin-token", envvar="OCP_MOCK_ADMIN_TOKEN",
+              help="Require X-Mock-Admin-Token on /__mock calls; needed to have the admin API off loopback.")
+@click.option("--header-timeout", default=10.0, show_default=True, type=click.FloatRange(0.1, 600),
+              help="Seconds a client may take to send its request headers.")
+def serve(host, port, seed, workers, users_file, no_auth, strict, spec_path, quiet, state_file, admin_token,
+          header_timeout) -> None:
+    """Serve the mock (admin API under /__mock on loopback, or anywhere with --admin-token)."""
     from granian import Granian
     from granian.constants import Interfaces
+    from granian.http import HTTP1Settings
 
     from .app import create_app
     from .auth import UsersFileError, load_users
@@ -50,24 +59,35 @@ def serve(host, port, seed, workers, users_file, no_auth, strict, spec_path, qui
     folder = tempfile.mkdtemp(prefix="ocp-mock-")
     config = Config(
         seed=seed,
-        db_path=str(Path(folder) / "world.sqlite3"),
+        db_path=str(Path(state_file).resolve()) if state_file else str(Path(folder) / "world.sqlite3"),
+        durable=bool(state_file),
         auth=not no_auth,
         users_file=str(Path(users_file).resolve()) if users_file else None,
-        admin=is_loopback(host),
+        admin=is_loopback(host) or bool(admin_token),
+        admin_token=admin_token or None,
         strict=strict,
         access_log=not quiet,
     )
     if spec_path:
         config.spec_path = str(Path(spec_path).resolve())
     try:
-        create_app(config).extensions["ocp_mock"].store.close()  # seeds the world once, before workers start
+        store = create_app(config).extensions["ocp_mock"].store  # seeds the world once, before workers start
+        kept_seed = store.seed()
+        store.close()
     except ValueError as exc:
         shutil.rmtree(folder, ignore_errors=True)
         raise click.ClickException(str(exc)) from None
     os.environ[CONFIG_ENV] = config.to_json()
+    if state_file and kept_seed != seed:
+        click.echo(f"ocp-mock: {state_file} holds a world of seed {kept_seed}; serving it as it is "
+                   "(POST /__mock/reset starts afresh)", err=True)
+    admin = "off (give --admin-token to use it off loopback)"
+    if config.admin:
+        admin = "on at /__mock" + (" (token required)" if admin_token else "")
     click.echo(
-        f"ocp-mock: serving OCP task API on http://{host}:{port} (seed {seed}, {workers} worker(s), "
-        f"auth {'off' if no_auth else 'Basic'}, admin {'on at /__mock' if config.admin else 'off'})",
+        f"ocp-mock: serving OCP task API on http://{host}:{port} (seed {kept_seed}, {workers} worker(s), "
+        f"auth {'off' if no_auth else 'on'}, admin {admin}"
+        f"{', state in ' + state_file if state_file else ''})",
         err=True,
     )
     try:
@@ -79,6 +99,7 @@ def serve(host, port, seed, workers, users_file, no_auth, strict, spec_path, qui
             interface=Interfaces.WSGI,
             workers=workers,
             log_access=False,
+            http1_settings=HTTP1Settings(header_read_timeout=int(header_timeout * 1000)),
         ).serve()
     finally:
         shutil.rmtree(folder, ignore_errors=True)

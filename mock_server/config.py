@@ -40,9 +40,15 @@ class Config:
     spec_path: str = str(SPEC_PATH)
     # Where the world lives. None: a private temporary SQLite file for this app.
     db_path: str | None = None
+    # A state file the user keeps across restarts: every change is synced to disk before it is acknowledged.
+    durable: bool = False
     auth: bool = True
     users_file: str | None = None
     admin: bool = True
+    # When set, every /__mock call must carry `X-Mock-Admin-Token: <token>` (required off loopback).
+    admin_token: str | None = None
+    max_header_bytes: int = 16 * 1024
+    max_body_bytes: int = 1024 * 1024
     strict: bool = False
     utc_offset: str = DEFAULT_UTC_OFFSET
     server_id: str = field(default_factory=default_server_id)

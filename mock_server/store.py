@@ -33,6 +33,10 @@ CREATE INDEX IF NOT EXISTS subtask_status ON subtask (status);
 """
 
 
+class StoreError(ValueError):
+    """The state file cannot be used; the message says why. Nothing in it was changed."""
+
+
 @dataclass(frozen=True)
 class SubtaskRow:
     id: int
@@ -46,9 +50,11 @@ class SubtaskRow:
 
 
 class Store:
-    def __init__(self, path: str, busy_timeout_ms: int = 30_000):
+    def __init__(self, path: str, busy_timeout_ms: int = 30_000, durable: bool = False):
         self.path = path
         self.busy_timeout_ms = busy_timeout_ms
+        # FULL: a commit is on disk before it returns (survives an OS crash, not only a killed process).
+        self.synchronous = "FULL" if durable else "NORMAL"
         self._local = threading.local()
         self._pid = os.getpid()
 
@@ -63,7 +69,7 @@ class Store:
                                    check_same_thread=False)
             conn.execute(f"PRAGMA busy_timeout={self.busy_timeout_ms}")
             conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=NORMAL")
+            conn.execute(f"PRAGMA synchronous={self.synchronous}")
             self._local.conn = conn
         return conn
 
@@ -88,15 +94,26 @@ class Store:
     # -- the world ---------------------------------------------------------------------------------
     def ensure_seeded(self, seed: int, build: Callable[[int], object]) -> bool:
         """Loads the world for SEED unless the file already holds one. True when this call loaded it.
-        Safe to call from every worker at start-up: the first one in loads, the others see it."""
+        Safe to call from every worker at start-up: the first one in loads, the others see it.
+        A file that is not a state file of ours raises StoreError and is left untouched."""
         def work(conn):
             if conn.execute("SELECT 1 FROM meta WHERE key = 'seed'").fetchone():
                 return False
+            if conn.execute("SELECT 1 FROM subtask LIMIT 1").fetchone():
+                raise StoreError(f"{self.path} holds subtasks but no seed: not a state file this mock wrote")
             self._load(conn, seed, build(seed))
             return True
 
-        self._conn().executescript(SCHEMA)
-        return self._write(work)
+        try:
+            conn = self._conn()
+            known = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+            if known and not {"meta", "task", "subtask"} <= known:
+                raise StoreError(f"{self.path} is an SQLite database of something else (tables: {sorted(known)})")
+            conn.executescript(SCHEMA)
+            return self._write(work)
+        except sqlite3.DatabaseError as exc:
+            self.close()
+            raise StoreError(f"{self.path} is not a usable state file: {exc}") from None
 
     def reset(self, seed: int, build: Callable[[int], object]) -> None:
         """Replaces the whole world with the one SEED builds, in one transaction."""
@@ -150,6 +167,17 @@ class Store:
         if where:
             sql += " WHERE " + " AND ".join(where)
         return [SubtaskRow(*r) for r in self._conn().execute(sql + " ORDER BY id", args)]
+
+    def dump(self) -> tuple[list[dict], list[dict]]:
+        """Every task and subtask, read in one transaction so the two agree."""
+        conn = self._conn()
+        conn.execute("BEGIN")
+        try:
+            tasks = [orjson.loads(d) for (d,) in conn.execute("SELECT doc FROM task ORDER BY id")]
+            subtasks = [orjson.loads(d) for (d,) in conn.execute("SELECT doc FROM subtask ORDER BY id")]
+        finally:
+            conn.execute("COMMIT")
+        return tasks, subtasks
 
     def counts(self) -> dict:
         conn = self._conn()

@@ -3,6 +3,12 @@
 from __future__ import annotations
 
 import base64
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -42,3 +48,66 @@ def client(app):
 @pytest.fixture
 def mock(app):
     return app.extensions["ocp_mock"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Served:
+    """A real `ocp-mock serve` process (granian workers), as a user starts it."""
+
+    def __init__(self, *args: str, port: int | None = None):
+        self.port = port or free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        cli = Path(sys.executable).with_name("ocp-mock")
+        self.proc = subprocess.Popen(
+            [str(cli), "serve", "--port", str(self.port), *args],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+        self.wait_ready()
+
+    def wait_ready(self, timeout: float = 20) -> None:
+        import requests
+
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                requests.post(self.base + "/api/v2/ping", timeout=1)
+                return
+            except requests.ConnectionError:
+                if self.proc.poll() is not None or time.monotonic() > deadline:
+                    self.kill()
+                    raise RuntimeError("ocp-mock serve did not start:\n" + self.output())
+                time.sleep(0.05)
+
+    def output(self) -> str:
+        return self.proc.stdout.read().decode(errors="replace") if self.proc.stdout else ""
+
+    def signal(self, sig: int) -> None:
+        try:
+            os.killpg(self.proc.pid, sig)
+        except ProcessLookupError:
+            pass
+
+    def kill(self) -> None:
+        self.signal(signal.SIGKILL)
+        self.proc.wait(10)
+
+    def stop(self, timeout: float = 15) -> int:
+        self.signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            raise
+
+
+@pytest.fixture(scope="session")
+def served():
+    """One `ocp-mock serve --workers 2 --strict` for the session; tests reset the world they need."""
+    server = Served("--workers", "2", "--strict", "--quiet")
+    yield server.base
+    server.stop()

@@ -3,56 +3,15 @@
 from __future__ import annotations
 
 import multiprocessing
-import os
-import signal
-import socket
-import subprocess
-import sys
-import time
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
-import pytest
 import requests
 
 from mock_server import Config, create_app
+from mock_server.world import check_invariants
 
 RETRY = "/api/v2/tasks/instances/1000/subtasks/{}/retry"
 ADMIN = ("admin", "admin")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def served():
-    """`ocp-mock serve` with two worker processes, as a user starts it."""
-    port = free_port()
-    cli = Path(sys.executable).with_name("ocp-mock")
-    proc = subprocess.Popen(
-        [str(cli), "serve", "--port", str(port), "--workers", "2", "--strict"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
-    )
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 20
-    while True:
-        try:
-            requests.get(base + "/__mock/health", timeout=1)
-            break
-        except requests.ConnectionError:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                os.killpg(proc.pid, signal.SIGKILL)
-                pytest.fail("ocp-mock serve did not start:\n" + proc.stdout.read().decode(errors="replace"))
-            time.sleep(0.05)
-    yield base
-    os.killpg(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(10)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
 
 
 def test_served_retry_then_refusal(served):
@@ -82,6 +41,12 @@ def test_served_exactly_one_200_across_workers(served):
     for sid in failed:
         codes = sorted(code for s, code in results if s == sid)
         assert codes == [200] + [400] * 15, (sid, codes)
+    world = requests.get(served + "/__mock/world", timeout=5).json()["data"]
+    assert check_invariants(world["subtasks"]) == []
+    retried = {s["id"]: s for s in world["subtasks"] if s["id"] in failed}
+    assert all(s["status"] == "READY" and s["operation"] == "RETRY" for s in retried.values())
+    task_of = {sid: t["id"] for t in world["tasks"] for sid in t["subtaskIds"]}
+    assert all(t["status"] == "RUNNING" for t in world["tasks"] if t["id"] in {task_of[s] for s in failed})
 
 
 def _retry_in_process(db_path: str, barrier, queue) -> None:
