@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 ARGS   ?=
 PYTEST_ARGS ?=
 
-.PHONY: serve test contract clean
+.PHONY: serve test contract fuzz clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +27,9 @@ test: $(VENV)/.installed-test  ## run the whole test suite
 
 contract: $(VENV)/.installed-test  ## check a server against the contract: make contract URL=http://host:port
 	$(BIN)/ocp-contract run --base-url $(or $(URL),http://127.0.0.1:8080) $(ARGS)
+
+fuzz: $(VENV)/.installed-test  ## long schemathesis run against `ocp-mock serve` over HTTP: make fuzz N=5000
+	OCP_FUZZ_EXAMPLES=$(or $(N),5000) $(BIN)/python -m pytest tests/test_fuzz.py -k over_http -s -q -p no:randomly
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis reports

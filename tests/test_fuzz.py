@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import tempfile
 
+import pytest
 import schemathesis
 from hypothesis import settings
 from schemathesis.generation import GenerationMode
@@ -16,6 +17,8 @@ from conftest import SPEC_PATH
 from mock_server import Config, create_app
 
 EXAMPLES = int(os.environ.get("OCP_FUZZ_EXAMPLES", "150"))
+LONG_RUN = "OCP_FUZZ_EXAMPLES" in os.environ  # `make fuzz`: every example goes over HTTP
+SENT = {"in-process": 0, "http": 0}
 
 
 def load(**config):
@@ -46,17 +49,25 @@ def envelope_agrees(response) -> None:
         assert error["code"] != 0 or error.get("subErrors"), "a validation 400 must name the field in subErrors"
 
 
+@pytest.fixture(scope="module", autouse=True)
+def report_counts():
+    yield
+    print(f"\nschemathesis cases sent: {SENT['in-process']} in process, {SENT['http']} over HTTP")
+
+
 @in_process.parametrize()
 @settings(deadline=None)
 def test_in_process(case):
+    SENT["in-process"] += 1
     response = case.call_and_validate()
     envelope_agrees(response)
     assert APP.extensions["ocp_mock"].violations == []
 
 
 @over_http.parametrize()
-@settings(deadline=None, max_examples=max(EXAMPLES // 3, 20))
+@settings(deadline=None, max_examples=EXAMPLES if LONG_RUN else max(EXAMPLES // 3, 20))
 def test_over_http(case, served):
+    SENT["http"] += 1
     response = case.call_and_validate(base_url=served)
     envelope_agrees(response)
 
