@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 ARGS   ?=
 PYTEST_ARGS ?=
 
-.PHONY: serve test contract fuzz clean
+.PHONY: serve test contract fuzz clean browser
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -22,7 +22,10 @@ $(VENV)/.installed-test: pyproject.toml | $(BIN)/python
 serve: $(VENV)/.installed  ## serve the mock on 127.0.0.1:8080 (extra flags: make serve ARGS="--seed 7")
 	$(BIN)/ocp-mock serve $(ARGS)
 
-test: $(VENV)/.installed-test  ## run the whole test suite
+browser:  ## Debian's Chromium for tests/test_browser.py (no-op when /usr/bin/chromium exists)
+	bash scripts/install-browser.sh
+
+test: $(VENV)/.installed-test browser  ## run the whole test suite (installs Chromium for the browser tests)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 contract: $(VENV)/.installed-test  ## check a server against the contract: make contract URL=http://host:port

@@ -1,4 +1,5 @@
-"""The /__mock control API: inspect the world, reset it to its seed, force a subtask's state.
+"""The /__mock control API: inspect the world, reset it to its seed, force a subtask's state, script what a
+subtask's runs do (its scenario), and read or move the mock's clock.
 
 Answers use OCP's envelope too, so a client can treat them like any other call. The values a state may
 take are read from the spec's enums; a forced state must keep the world's invariants (a subtask can only
@@ -13,7 +14,8 @@ from typing import TYPE_CHECKING
 import orjson
 from flask import Blueprint, request
 
-from . import lifecycle
+from .engine import MAX_DURATION_S, MAX_FAILURES, OUTCOMES, Scenario
+from .clock import MAX_SPEED
 from .envelope import CODE_GENERIC, OcpError, dump_data, not_found
 from .spec import SubError
 from .world import check_invariants
@@ -55,6 +57,36 @@ def _subtask_id(raw: str) -> int:
     return value
 
 
+MAX_ADVANCE_S = 10 * 365 * 24 * 3600
+SCENARIO_FIELDS = ("outcome", "failures", "hang", "durationSeconds")
+
+
+def _number(body: dict, field: str, low: float, high: float, integer: bool = False):
+    value = body[field]
+    kind = int if integer else (int, float)
+    if isinstance(value, bool) or not isinstance(value, kind) or not low <= value <= high:
+        raise _bad(field, value, f"must be {'an integer' if integer else 'a number'} from {low:g} to {high:g}")
+    return value
+
+
+def _scenario(body: dict) -> Scenario:
+    """A Scenario from the admin API's body; every problem is a 400 naming the field."""
+    unknown = sorted(set(body) - set(SCENARIO_FIELDS))
+    if unknown:
+        raise _bad(unknown[0], body[unknown[0]], f"unknown field; send any of {', '.join(SCENARIO_FIELDS)}")
+    if body.get("outcome", "succeed") not in OUTCOMES:
+        raise _bad("outcome", body["outcome"], f"must be one of {', '.join(OUTCOMES)}")
+    if "failures" in body:
+        _number(body, "failures", 0, MAX_FAILURES, integer=True)
+    if not isinstance(body.get("hang", False), bool):
+        raise _bad("hang", body["hang"], "must be true or false")
+    if "durationSeconds" in body:
+        seconds = _number(body, "durationSeconds", 0.001, MAX_DURATION_S)
+        if seconds <= 0:
+            raise _bad("durationSeconds", seconds, "must be more than 0")
+    return Scenario.from_dict(body)
+
+
 def make_blueprint(mock: "Mock") -> Blueprint:
     bp = Blueprint("mock_admin", __name__, url_prefix=PREFIX)
     token = mock.config.admin_token
@@ -68,6 +100,11 @@ def make_blueprint(mock: "Mock") -> Blueprint:
                                                   "given to ocp-mock serve --admin-token.")
     statuses = mock.spec.enum("SubtaskState")
     operations = mock.spec.enum("SubtaskOperation")
+    runtime = mock.runtime
+
+    @bp.before_request
+    def catch_up():
+        runtime.tick()  # what the admin API shows is the world as it is now
 
     def ok(data) -> object:
         return mock.success(200, dump_data(data))
@@ -109,7 +146,7 @@ def make_blueprint(mock: "Mock") -> Blueprint:
         row = mock.store.subtask(_subtask_id(raw_id))
         if row is None:
             raise not_found(raw_id)
-        return ok({"taskId": row.task_id, "subtask": row.load()})
+        return ok({"taskId": row.task_id, "subtask": row.load(), "engine": runtime.subtask_engine_state(row.id)})
 
     @bp.route("/subtasks/<raw_id>", methods=["PUT", "PATCH"])
     def set_subtask(raw_id: str):
@@ -126,17 +163,51 @@ def make_blueprint(mock: "Mock") -> Blueprint:
         if operation is not None and operation not in operations:
             raise _bad("operation", operation, f"must be one of {', '.join(operations)}")
 
-        def change(doc: dict) -> dict:
-            return lifecycle.set_state(doc, status or doc["status"], operation, mock.envelope.now(), "127.0.0.1")
-
         def keep_invariants(siblings: list[dict]) -> None:
             problems = check_invariants(siblings)
             if problems:
                 raise OcpError(409, CODE_GENERIC, "The change would break the world's consistency: " + "; ".join(problems))
 
-        wire = mock.store.change_subtask(subtask_id, change, check_task=keep_invariants)
-        if wire is None:
-            raise not_found(subtask_id)
-        return mock.success(200, wire)
+        return ok(runtime.force_state(subtask_id, status, operation, keep_invariants))
+
+    @bp.route("/subtasks/<raw_id>/scenario", methods=["PUT", "DELETE"])
+    def set_scenario(raw_id: str):
+        """PUT: what the subtask's next runs do; DELETE: back to the seed's choice. Either starts its count anew."""
+        subtask_id = _subtask_id(raw_id)
+        scenario = _scenario(_json_body()) if request.method == "PUT" else None
+        runtime.set_scenario(subtask_id, scenario)
+        return ok({"subtaskId": subtask_id, **runtime.subtask_engine_state(subtask_id)})
+
+    def clock_state(**extra) -> object:
+        clock = runtime.clock()
+        now = clock.now_ms()
+        data = {"now": runtime.format(now), "nowMs": now, "speed": clock.speed, **extra}
+        due = mock.store.clock_and_next_due()[1]
+        if due is not None:
+            data["nextDue"] = runtime.format(due)
+        return ok(data)
+
+    @bp.get("/clock")
+    def get_clock():
+        return clock_state()
+
+    @bp.put("/clock")
+    def set_clock():
+        body = _json_body()
+        unknown = sorted(set(body) - {"speed"})
+        if unknown or "speed" not in body:
+            raise OcpError(400, CODE_GENERIC, "Send {\"speed\": S}: mock seconds per real second (0 stops the clock).")
+        runtime.set_speed(float(_number(body, "speed", 0, MAX_SPEED)))
+        return clock_state()
+
+    @bp.post("/clock/advance")
+    def advance_clock():
+        body = _json_body()
+        unknown = sorted(set(body) - {"seconds"})
+        if unknown or "seconds" not in body:
+            raise OcpError(400, CODE_GENERIC, "Send {\"seconds\": N}: how far to move the clock forward.")
+        seconds = _number(body, "seconds", 0, MAX_ADVANCE_S)
+        _, changed = runtime.advance(int(round(seconds * 1000)))
+        return clock_state(tasksChanged=changed)
 
     return bp

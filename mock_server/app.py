@@ -24,6 +24,7 @@ from .envelope import CODE_GENERIC, Envelope, OcpError, invalid_parameters, new_
 from .extensions import init_extensions
 from .handlers import HANDLERS
 from .spec import Operation, Spec, first_error, load_spec
+from .runtime import Runtime
 from .store import Store
 
 log = logging.getLogger("ocp_mock")
@@ -43,6 +44,7 @@ class Mock:
     auth: Authenticator
     envelope: Envelope
     violations: list = field(default_factory=list)  # strict mode: responses that broke the contract
+    runtime: Runtime | None = None  # the world in time: clock, engine, actions (set by create_app)
 
     def build_world(self, seed: int):
         return world_module.build_world(seed, task_count=self.config.task_count)
@@ -126,7 +128,9 @@ def create_app(config: Config | None = None, **overrides) -> Flask:
         auth=Authenticator(users, enabled=config.auth),
         envelope=Envelope(config.server_id, config.utc_offset),
     )
+    mock.runtime = Runtime(mock.store, mock.envelope.tz, config.clock_speed)  # before seeding: it schedules the world
     mock.store.ensure_seeded(config.seed, mock.build_world)
+    mock.runtime.sync_clock()
 
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = config.max_body_bytes

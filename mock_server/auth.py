@@ -1,7 +1,9 @@
-"""HTTP Basic authentication and OCP's permissions.
+"""Authentication (HTTP Basic, and OCP's AK/SK signature) and OCP's permissions.
 
-Users come from a YAML or JSON file (`users: [{name, password, permissions: [...]}]`) or the defaults below.
-Each operation names the permission it needs in the spec (`x-ocp-permission`).
+Users come from a YAML or JSON file (`users: [{name, password, permissions: [...], accessKeys: [{accessKeyId,
+accessKeySecret}]}]`) or the defaults below. Each operation names the permission it needs in the spec
+(`x-ocp-permission`). The Authorization header's scheme picks the checker from SCHEMES (one function per scheme);
+the signing rules themselves live in signature.py.
 """
 
 from __future__ import annotations
@@ -9,11 +11,14 @@ from __future__ import annotations
 import base64
 import binascii
 import hmac
+from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 
 import yaml
 
+from . import signature
 from .envelope import forbidden, unauthenticated
 
 TASK_MANAGER = "TASK_MANAGER"
@@ -27,14 +32,15 @@ class User:
     name: str
     password: str
     permissions: frozenset
+    access_keys: tuple = ()  # ((accessKeyId, accessKeySecret), ...) for OCP's AK/SK signature
 
     def can(self, permission: str | None) -> bool:
         return permission is None or permission in self.permissions
 
 
 DEFAULT_USERS = (
-    User("admin", "admin", frozenset({TASK_MANAGER, TASK_VIEWER})),
-    User("viewer", "viewer", frozenset({TASK_VIEWER})),
+    User("admin", "admin", frozenset({TASK_MANAGER, TASK_VIEWER}), (("admin-ak", "admin-sk"),)),
+    User("viewer", "viewer", frozenset({TASK_VIEWER}), (("viewer-ak", "viewer-sk"),)),
 )
 ANONYMOUS = User("anonymous", "", KNOWN_PERMISSIONS)
 
@@ -60,17 +66,44 @@ def load_users(path: str) -> tuple[User, ...]:
         unknown = set(perms) - KNOWN_PERMISSIONS if isinstance(perms, list) else {perms}
         if unknown:
             raise UsersFileError(f"{path}: users[{i}] has unknown permissions {sorted(map(str, unknown))}; known: {sorted(KNOWN_PERMISSIONS)}")
-        users.append(User(entry["name"], entry["password"], frozenset(perms)))
+        users.append(User(entry["name"], entry["password"], frozenset(perms), _access_keys(path, i, entry)))
+    seen: dict[str, str] = {}
+    for user in users:
+        for key_id, _secret in user.access_keys:
+            if key_id in seen:
+                raise UsersFileError(f"{path}: accessKeyId {key_id!r} is given to both {seen[key_id]!r} and {user.name!r}; each key belongs to one user")
+            seen[key_id] = user.name
     return tuple(users)
 
 
-class Authenticator:
-    def __init__(self, users=DEFAULT_USERS, enabled: bool = True):
-        self.enabled = enabled
-        self._users = {u.name: u for u in users}
-        self._accepted: dict[str, User] = {}  # Authorization header -> user, for headers already verified
+def _access_keys(path: str, i: int, entry: dict) -> tuple:
+    keys = entry.get("accessKeys", [])
+    example = "accessKeys: [{accessKeyId: my-ak, accessKeySecret: my-sk}]"
+    if not isinstance(keys, list):
+        raise UsersFileError(f"{path}: users[{i}].accessKeys must be a list, e.g. {example}")
+    pairs = []
+    for j, key in enumerate(keys):
+        if not (isinstance(key, dict) and isinstance(key.get("accessKeyId"), str) and key["accessKeyId"]
+                and isinstance(key.get("accessKeySecret"), str) and key["accessKeySecret"]):
+            raise UsersFileError(f"{path}: users[{i}].accessKeys[{j}] needs a non-empty string 'accessKeyId' and 'accessKeySecret', e.g. {example}")
+        if any(c.isspace() or c == ":" for c in key["accessKeyId"]):
+            raise UsersFileError(f"{path}: users[{i}].accessKeys[{j}].accessKeyId may not contain spaces or ':'")
+        pairs.append((key["accessKeyId"], key["accessKeySecret"]))
+    return tuple(pairs)
 
-    def authenticate(self, header: str | None) -> User:
+
+class Authenticator:
+    def __init__(self, users=DEFAULT_USERS, enabled: bool = True,
+                 clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc)):
+        self.enabled = enabled
+        self.clock = clock  # the server time a signature's Date is checked against
+        self._users = {u.name: u for u in users}
+        self._keys = {key_id: (u, secret) for u in users for key_id, secret in u.access_keys}
+        self._accepted: dict[str, User] = {}  # Basic Authorization header -> user, for headers already verified
+
+    def authenticate(self, header: str | None, request: "signature.SignedRequest | None" = None) -> User:
+        """The user HEADER proves. REQUEST (the signed parts) is needed by the signature scheme only; without
+        it, the current Flask request is used."""
         if not self.enabled:
             return ANONYMOUS
         if not header:
@@ -79,7 +112,15 @@ class Authenticator:
         if user is not None:
             return user
         scheme, _, token = header.partition(" ")
-        if scheme.lower() != "basic" or not token:
+        check = SCHEMES.get(scheme.lower())
+        if check is None and scheme.upper().startswith(signature.SCHEME_PREFIX):
+            check = Authenticator._signed  # so another algorithm is told which one OCP supports
+        if check is None:
+            raise unauthenticated("unsupported authorization scheme; use HTTP Basic")
+        return check(self, header, token, request)
+
+    def _basic(self, header: str, token: str, _request) -> User:
+        if not token:
             raise unauthenticated("unsupported authorization scheme; use HTTP Basic")
         try:
             name, sep, password = base64.b64decode(token.strip(), validate=True).decode("utf-8").partition(":")
@@ -96,7 +137,39 @@ class Authenticator:
         self._accepted[header] = user
         return user
 
+    def _signed(self, header: str, _token: str, request: "signature.SignedRequest | None") -> User:
+        # Never cached: the signature covers the Date and the body, which the header alone does not show.
+        try:
+            key_id = signature.verify(header, request or _current_request(), self._secret, self.clock())
+        except signature.SignatureError as exc:
+            raise unauthenticated(str(exc)) from None
+        return self._keys[key_id][0]
+
+    def _secret(self, key_id: str) -> str | None:
+        entry = self._keys.get(key_id)
+        return entry[1] if entry else None
+
     @staticmethod
     def authorize(user: User, permission: str | None) -> None:
         if not user.can(permission):
             raise forbidden()
+
+
+# Authorization scheme (lower case) -> checker. One entry per scheme the spec's securitySchemes declare.
+SCHEMES: dict[str, Callable[[Authenticator, str, str, "signature.SignedRequest | None"], User]] = {
+    "basic": Authenticator._basic,
+    signature.SCHEME.lower(): Authenticator._signed,
+}
+
+
+def _current_request() -> "signature.SignedRequest":
+    """The signed parts of the current Flask request (the path decoded, the body as received)."""
+    from flask import request
+
+    return signature.SignedRequest(
+        method=request.method,
+        path=request.path,
+        query=signature.parse_query(request.query_string),
+        headers=request.headers,
+        body=request.get_data(cache=True),
+    )

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import click
 
-from .config import DEFAULT_HOST, DEFAULT_PORT, DEFAULT_WORKERS, Config, is_loopback
+from .config import DEFAULT_CLOCK_SPEED, DEFAULT_HOST, DEFAULT_PORT, DEFAULT_WORKERS, Config, is_loopback
 from .world import DEFAULT_SEED
 
 
@@ -33,6 +33,9 @@ def main() -> None:
 @click.option("--strict", is_flag=True, help="Check every response against openapi.yaml; a mismatch becomes a 500.")
 @click.option("--spec", "spec_path", type=click.Path(exists=True, dir_okay=False), help="Another openapi.yaml.")
 @click.option("--quiet", is_flag=True, help="No access log.")
+@click.option("--clock-speed", default=DEFAULT_CLOCK_SPEED, show_default=True, type=click.FloatRange(0, 1_000_000),
+              help="Mock seconds per real second for the subtasks' lifecycle (0: the clock moves only through "
+                   "POST /__mock/clock/advance).")
 @click.option("--state-file", type=click.Path(dir_okay=False),
               help="Keep the world in this file across restarts (created from --seed when missing); "
                    "every acknowledged change is on disk.")
@@ -40,8 +43,11 @@ def main() -> None:
               help="Require X-Mock-Admin-Token on /__mock calls; needed to have the admin API off loopback.")
 @click.option("--header-timeout", default=10.0, show_default=True, type=click.FloatRange(0.1, 600),
               help="Seconds a client may take to send its request headers.")
+@click.option("--cors-origin", "cors_origins", multiple=True, metavar="ORIGIN",
+              help="Origin whose pages may call the mock from a browser (repeatable; '*' reflects any origin). "
+                   "Default: localhost and 127.0.0.1 on ports 3000 and 5173.")
 def serve(host, port, seed, workers, users_file, no_auth, strict, spec_path, quiet, state_file, admin_token,
-          header_timeout) -> None:
+          header_timeout, cors_origins, clock_speed) -> None:
     """Serve the mock (admin API under /__mock on loopback, or anywhere with --admin-token)."""
     from granian import Granian
     from granian.constants import Interfaces
@@ -67,9 +73,12 @@ def serve(host, port, seed, workers, users_file, no_auth, strict, spec_path, qui
         admin_token=admin_token or None,
         strict=strict,
         access_log=not quiet,
+        clock_speed=clock_speed,
     )
     if spec_path:
         config.spec_path = str(Path(spec_path).resolve())
+    if cors_origins:
+        config.cors_origins = list(cors_origins)
     try:
         store = create_app(config).extensions["ocp_mock"].store  # seeds the world once, before workers start
         kept_seed = store.seed()

@@ -16,7 +16,10 @@ from .world import DEFAULT_SEED
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8080
 DEFAULT_WORKERS = 2
+DEFAULT_CLOCK_SPEED = 1.0
 DEFAULT_UTC_OFFSET = "+08:00"  # OCP deployments answer in their server's zone; Asia/Shanghai is the common one
+# Origins whose pages may call the mock from a browser (the usual dev-server ports); "*" reflects any origin.
+DEFAULT_CORS_ORIGINS = ("http://localhost:3000", "http://127.0.0.1:3000", "http://localhost:5173", "http://127.0.0.1:5173")
 
 
 def default_server_id() -> str:
@@ -53,6 +56,9 @@ class Config:
     utc_offset: str = DEFAULT_UTC_OFFSET
     server_id: str = field(default_factory=default_server_id)
     access_log: bool = False
+    # The mock's clock: mock seconds per real second (1: real time; 0: stopped, moved only by the admin API).
+    clock_speed: float = DEFAULT_CLOCK_SPEED
+    cors_origins: list[str] = field(default_factory=lambda: list(DEFAULT_CORS_ORIGINS))  # [] turns CORS off
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self))

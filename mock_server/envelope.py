@@ -56,6 +56,10 @@ def state_invalid(entity_id, state: str) -> OcpError:
     )
 
 
+def prohibit_rollback(task_id) -> OcpError:
+    return OcpError(400, TASK_PROHIBIT_ROLLBACK, f"Task {task_id} can not rollback.")
+
+
 def unauthenticated(reason: str | None = None) -> OcpError:
     extra = {"debugMessage": reason} if reason else None
     return OcpError(401, CODE_GENERIC, MSG_UNAUTHENTICATED, headers={"WWW-Authenticate": 'Basic realm="ocp"'}, extra=extra)
@@ -111,11 +115,12 @@ class Envelope:
     def timestamp(self) -> bytes:
         return datetime.now(self.tz).isoformat(timespec="milliseconds").encode()
 
-    def success(self, data: bytes, status: int, trace_id: str, duration_ms: int) -> bytes:
+    def success(self, data: bytes | None, status: int, trace_id: str, duration_ms: int) -> bytes:
+        """DATA None: OCP's NoDataResponse, the envelope alone."""
         return b"".join(
             (
-                b'{"data":', data,
-                b',"duration":', str(duration_ms).encode(),
+                b'{"data":' if data is not None else b"", data or b"",
+                b',"duration":' if data is not None else b'{"duration":', str(duration_ms).encode(),
                 b',"server":', self._server,
                 b',"status":', str(status).encode(),
                 b',"successful":true,"timestamp":"', self.timestamp(),

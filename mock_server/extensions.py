@@ -1,7 +1,20 @@
-"""Optional parts of the mock, each wired into the app in one place: init_extensions(app, mock)."""
+"""Optional parts of the mock, each wired into the app in one place: init_extensions(app, mock).
+
+Two of them answer below Flask, as WSGI middleware around `app.wsgi_app`, because what they send is not an OCP API
+answer and so must not pass the strict-mode contract check that Flask's after_request hook runs:
+- docs.py serves `/docs` (Swagger UI), `/openapi.json` and `/openapi.yaml`;
+- cors.py answers browsers' preflight requests and adds the CORS headers to every answer (API, errors, docs).
+The order is cors(docs(flask)): the CORS headers reach the docs' answers too.
+
+A middleware that serves paths of its own registers a `methods(path) -> tuple | None` with `add_wsgi_route`,
+so CORS preflights of those paths list their real methods, as they do for the Flask routes.
+"""
 
 from __future__ import annotations
 
+import logging
+import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -9,6 +22,35 @@ if TYPE_CHECKING:
 
     from .app import Mock
 
+WSGI_ROUTES = "ocp_mock.wsgi_routes"
+access_log = logging.getLogger("ocp_mock.access")
+
 
 def init_extensions(app: "Flask", mock: "Mock") -> None:
     """Called by create_app after the spec's operations are routed and before the admin API."""
+    from . import cors, docs
+
+    docs.init_app(app, mock)
+    cors.init_app(app, mock)  # last, so outermost
+
+
+def add_wsgi_route(app: "Flask", methods: Callable[[str], "tuple[str, ...] | None"]) -> None:
+    app.extensions.setdefault(WSGI_ROUTES, []).append(methods)
+
+
+def route_methods(app: "Flask", environ: dict) -> tuple[str, ...]:
+    """The methods the mock answers on the request's path: a WSGI-level route's, else the Flask routes'."""
+    path = environ.get("PATH_INFO") or "/"
+    for methods in app.extensions.get(WSGI_ROUTES, []):
+        found = methods(path)
+        if found:
+            return tuple(found)
+    adapter = app.url_map.bind_to_environ(environ)
+    return tuple(sorted(adapter.allowed_methods()))
+
+
+def log_wsgi_access(mock: "Mock", environ: dict, status: int, t0: float) -> None:
+    """The access-log line for an answer made below Flask (same format as app.py's; no traceId)."""
+    if mock.config.access_log:
+        access_log.info("%s %s %s %d %.1fms", "-", environ.get("REQUEST_METHOD"), environ.get("PATH_INFO"),
+                        status, (time.perf_counter() - t0) * 1000)

@@ -116,6 +116,8 @@ class Operation:
             if raw is None:
                 if param.required:
                     errors.append(SubError(self.operation_id, param.name, None, "is required"))
+                elif "default" in param.schema:
+                    values[param.name] = param.schema["default"]
                 continue
             try:
                 values[param.name] = param.parse(raw)

@@ -4,6 +4,11 @@ Reads take no lock (WAL readers never block); a change takes SQLite's write lock
 re-reads the row and applies the lifecycle rule inside that transaction, so N concurrent retries of one
 FAILED subtask, in any number of processes, give exactly one success. Each subtask row keeps its wire
 form already serialised, so a request never re-serialises it.
+
+Next to the wire form, a subtask row keeps the engine's bookkeeping (runtime.py, engine.py): `due_at`, the mock
+time of its next automatic transition (indexed, so "is anything due?" is one cheap read), its scenario override,
+its run count and the start of its current run; `subtask_log` holds the logs of subtasks that changed since the
+world was loaded, and meta the mock's clock.
 """
 
 from __future__ import annotations
@@ -30,7 +35,16 @@ CREATE TABLE IF NOT EXISTS subtask (
 );
 CREATE INDEX IF NOT EXISTS subtask_task ON subtask (task_id);
 CREATE INDEX IF NOT EXISTS subtask_status ON subtask (status);
+CREATE TABLE IF NOT EXISTS subtask_log (subtask_id INTEGER PRIMARY KEY, text TEXT NOT NULL);
 """
+# The engine's columns, added to state files written before the engine existed (ALTER TABLE ... ADD COLUMN).
+ENGINE_COLUMNS = {"due_at": "INTEGER", "scenario": "TEXT", "runs": "INTEGER NOT NULL DEFAULT 0",
+                  "run_start": "INTEGER"}
+ENGINE_INDEX = "CREATE INDEX IF NOT EXISTS subtask_due ON subtask (due_at) WHERE due_at IS NOT NULL"
+_CLOCK_AND_DUE = ("SELECT (SELECT value FROM meta WHERE key = 'clock'), "
+                  "(SELECT min(due_at) FROM subtask WHERE due_at IS NOT NULL)")
+_RUN_COLUMNS = ("id, task_id, doc, due_at, scenario, runs, run_start, "
+                "EXISTS (SELECT 1 FROM subtask_log l WHERE l.subtask_id = subtask.id)")
 
 
 class StoreError(ValueError):
@@ -49,6 +63,20 @@ class SubtaskRow:
         return orjson.loads(self.doc)
 
 
+@dataclass(frozen=True)
+class SubtaskRunRow:
+    """A subtask with the engine's bookkeeping (see the module doc)."""
+
+    id: int
+    task_id: int
+    doc: bytes
+    due_at: int | None
+    scenario: str | None  # JSON of the admin's override; None: the seed's default
+    runs: int
+    run_start: int | None
+    logged: bool  # subtask_log has a row for it
+
+
 class Store:
     def __init__(self, path: str, busy_timeout_ms: int = 30_000, durable: bool = False):
         self.path = path
@@ -57,6 +85,9 @@ class Store:
         self.synchronous = "FULL" if durable else "NORMAL"
         self._local = threading.local()
         self._pid = os.getpid()
+        # Called inside the transaction that loaded a world (or added the engine's columns to an old state
+        # file), so the engine can put the world's in-flight subtasks in motion before anyone sees them.
+        self.after_load: Callable[[sqlite3.Connection], None] | None = None
 
     # -- connections -------------------------------------------------------------------------------
     def _conn(self) -> sqlite3.Connection:
@@ -97,11 +128,15 @@ class Store:
         Safe to call from every worker at start-up: the first one in loads, the others see it.
         A file that is not a state file of ours raises StoreError and is left untouched."""
         def work(conn):
+            migrated = self._migrate(conn)
             if conn.execute("SELECT 1 FROM meta WHERE key = 'seed'").fetchone():
+                if migrated:
+                    self._loaded(conn)
                 return False
             if conn.execute("SELECT 1 FROM subtask LIMIT 1").fetchone():
                 raise StoreError(f"{self.path} holds subtasks but no seed: not a state file this mock wrote")
             self._load(conn, seed, build(seed))
+            self._loaded(conn)
             return True
 
         try:
@@ -121,11 +156,27 @@ class Store:
 
         def work(conn):
             conn.execute("DELETE FROM subtask")
+            conn.execute("DELETE FROM subtask_log")
             conn.execute("DELETE FROM task")
-            conn.execute("DELETE FROM meta")
+            conn.execute("DELETE FROM meta WHERE key <> 'clock'")  # the mock's time goes on
             self._load(conn, seed, world)
+            self._loaded(conn)
 
         self._write(work)
+
+    @staticmethod
+    def _migrate(conn: sqlite3.Connection) -> bool:
+        """Adds the engine's columns to a state file that lacks them. True when it did."""
+        have = {row[1] for row in conn.execute("PRAGMA table_info(subtask)")}
+        missing = [name for name in ENGINE_COLUMNS if name not in have]
+        for name in missing:
+            conn.execute(f"ALTER TABLE subtask ADD COLUMN {name} {ENGINE_COLUMNS[name]}")
+        conn.execute(ENGINE_INDEX)
+        return bool(missing)
+
+    def _loaded(self, conn: sqlite3.Connection) -> None:
+        if self.after_load is not None:
+            self.after_load(conn)
 
     @staticmethod
     def _load(conn: sqlite3.Connection, seed: int, world) -> None:
@@ -231,3 +282,114 @@ class Store:
         if status == "RUNNING":
             task.pop("finishTime", None)
         conn.execute("UPDATE task SET status = ?, doc = ? WHERE id = ?", (status, dump_data(task), task_id))
+
+    # -- the engine's bookkeeping (used by runtime.py) ---------------------------------------------------
+    def transaction(self, work: Callable[[sqlite3.Connection], object]):
+        """Runs WORK(conn) under the write lock, in one transaction."""
+        return self._write(work)
+
+    def clock_and_next_due(self) -> tuple[str | None, int | None]:
+        """The one read every request makes: the clock (JSON) and the earliest due transition (or None)."""
+        return self._conn().execute(_CLOCK_AND_DUE).fetchone()
+
+    @staticmethod
+    def meta(conn: sqlite3.Connection, key: str) -> str | None:
+        row = conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return row[0] if row else None
+
+    @staticmethod
+    def set_meta(conn: sqlite3.Connection, key: str, value: str) -> None:
+        conn.execute("INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                     (key, value))
+
+    @staticmethod
+    def task_ids(conn: sqlite3.Connection, due_by: int | None = None) -> list[int]:
+        """Every task's id, or only those of tasks with a transition due by DUE_BY."""
+        if due_by is None:
+            return [r[0] for r in conn.execute("SELECT id FROM task ORDER BY id")]
+        return [r[0] for r in conn.execute(
+            "SELECT DISTINCT task_id FROM subtask WHERE due_at IS NOT NULL AND due_at <= ? ORDER BY task_id", (due_by,))]
+
+    @staticmethod
+    def task_id_of(conn: sqlite3.Connection, subtask_id: int) -> int | None:
+        if not -(2**63) <= subtask_id < 2**63:
+            return None
+        row = conn.execute("SELECT task_id FROM subtask WHERE id = ?", (subtask_id,)).fetchone()
+        return row[0] if row else None
+
+    @staticmethod
+    def task_rows(conn: sqlite3.Connection, task_id: int) -> tuple[bytes | None, list[SubtaskRunRow]]:
+        """The task's stored doc and its subtasks with their bookkeeping, by id."""
+        if not -(2**63) <= task_id < 2**63:
+            return None, []
+        row = conn.execute("SELECT doc FROM task WHERE id = ?", (task_id,)).fetchone()
+        if row is None:
+            return None, []
+        subs = [SubtaskRunRow(*r) for r in conn.execute(
+            f"SELECT {_RUN_COLUMNS} FROM subtask WHERE task_id = ? ORDER BY id", (task_id,))]
+        return row[0], subs
+
+    @staticmethod
+    def save_task(conn: sqlite3.Connection, task_id: int, status: str, doc: bytes) -> None:
+        conn.execute("UPDATE task SET status = ?, doc = ? WHERE id = ?", (status, doc, task_id))
+
+    @staticmethod
+    def save_subtask(conn: sqlite3.Connection, subtask_id: int, status: str, operation: str | None, doc: bytes,
+                     due_at: int | None, scenario: str | None, runs: int, run_start: int | None) -> None:
+        conn.execute(
+            "UPDATE subtask SET status = ?, operation = ?, doc = ?, due_at = ?, scenario = ?, runs = ?, run_start = ? "
+            "WHERE id = ?", (status, operation, doc, due_at, scenario, runs, run_start, subtask_id))
+
+    @staticmethod
+    def append_log(conn: sqlite3.Connection, subtask_id: int, first: str | None, lines: list[str]) -> None:
+        """Appends LINES to the subtask's log; FIRST starts a log the subtask does not have yet."""
+        if first is not None:
+            conn.execute("INSERT OR IGNORE INTO subtask_log (subtask_id, text) VALUES (?, ?)", (subtask_id, first))
+        if lines:
+            text = "\n".join(lines)
+            conn.execute("UPDATE subtask_log SET text = CASE WHEN text = '' THEN ? ELSE text || char(10) || ? END "
+                         "WHERE subtask_id = ?", (text, text, subtask_id))
+
+    # -- reads of the task family (lock-free, each in one read transaction so its parts agree) ------------
+    def _read(self, work: Callable[[sqlite3.Connection], object]):
+        conn = self._conn()
+        conn.execute("BEGIN")
+        try:
+            return work(conn)
+        finally:
+            conn.execute("COMMIT")
+
+    def task(self, task_id: int) -> tuple[bytes, list[bytes]] | None:
+        """The task's stored doc and its subtasks' wire forms (by id), or None."""
+        if not -(2**63) <= task_id < 2**63:
+            return None
+
+        def work(conn):
+            row = conn.execute("SELECT doc FROM task WHERE id = ?", (task_id,)).fetchone()
+            if row is None:
+                return None
+            return row[0], [d for (d,) in conn.execute("SELECT doc FROM subtask WHERE task_id = ? ORDER BY id",
+                                                       (task_id,))]
+
+        return self._read(work)
+
+    def tasks(self) -> tuple[list[bytes], dict[int, list[bytes]]]:
+        """Every task's stored doc (by id) and every subtask's wire form, grouped by task (by id)."""
+
+        def work(conn):
+            tasks = [d for (d,) in conn.execute("SELECT doc FROM task ORDER BY id")]
+            grouped: dict[int, list[bytes]] = {}
+            for task_id, doc in conn.execute("SELECT task_id, doc FROM subtask ORDER BY id"):
+                grouped.setdefault(task_id, []).append(doc)
+            return tasks, grouped
+
+        return self._read(work)
+
+    def subtask_run(self, subtask_id: int) -> tuple[SubtaskRunRow, str | None] | None:
+        """The subtask with its bookkeeping and its stored log (None: it has none yet), or None."""
+        if not -(2**63) <= subtask_id < 2**63:
+            return None
+        row = self._conn().execute(
+            f"SELECT {_RUN_COLUMNS}, (SELECT text FROM subtask_log l WHERE l.subtask_id = subtask.id) "
+            "FROM subtask WHERE id = ?", (subtask_id,)).fetchone()
+        return (SubtaskRunRow(*row[:-1]), row[-1]) if row else None

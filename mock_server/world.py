@@ -45,6 +45,8 @@ __all__ = [
     "build_world",
     "check_invariants",
     "derive_task_status",
+    "task_prohibits_rollback",
+    "check_task",
     "format_time",
     "parse_time",
 ]  # OcpProvider is importable too, but built on first access (it imports Faker)
@@ -57,13 +59,13 @@ FIRST_SUBTASK_ID = 10000
 FINISHED = frozenset({"FAILED", "SUCCESSFUL"})
 STARTED = frozenset({"RUNNING", "CANCELING", "FAILED", "SUCCESSFUL"})
 
-# The subtask enums are the spec's (one fact, one place); the task ones join them when the task family does.
+# Every enum is the spec's (one fact, one place).
 _SPEC = load_spec(str(SPEC_PATH))
 SUBTASK_STATES = _SPEC.enum("SubtaskState")
 SUBTASK_OPERATIONS = _SPEC.enum("SubtaskOperation")
-TASK_STATES = ("RUNNING", "FAILED", "SUCCESSFUL")
-TASK_OPERATIONS = ("EXECUTE", "RETRY", "ROLLBACK")
-TASK_TYPES = ("MANUAL", "SCHEDULED", "SYS_SCHEDULED")
+TASK_STATES = _SPEC.enum("TaskState")
+TASK_OPERATIONS = _SPEC.enum("TaskOperation")
+TASK_TYPES = _SPEC.enum("TaskType")
 NODE_TYPE = _SPEC.enum("NodeType")[0]
 
 TZ = timezone(timedelta(hours=8))
@@ -71,6 +73,9 @@ ANCHOR = datetime(2024, 11, 1, 8, 0, 0, tzinfo=TZ)
 
 # Statuses during which a task still has work in flight: a task with any of these is RUNNING.
 _ACTIVE = frozenset({"READY", "RUNNING", "CANCELING"})
+# A subtask whose rollback (or skip during a rollback) finished is PENDING again, with these operations; it keeps
+# the startTime and executor of the runs it had.
+ROLLED_BACK_OPERATIONS = frozenset({"ROLLBACK", "ROLLBACK_SKIP"})
 
 
 # --------------------------------------------------------------------------------------------
@@ -241,18 +246,25 @@ def _t(ms: int) -> str:
     return format_time(ANCHOR + timedelta(milliseconds=ms))
 
 
-def derive_task_status(statuses: Iterable[str]) -> str:
-    """A task's status from its subtasks' statuses.
+def derive_task_status(statuses: Iterable[str], operation: str | None = None) -> str:
+    """A task's status from its subtasks' statuses (and the task's operation).
 
-    SUCCESSFUL if every subtask is SUCCESSFUL; FAILED if one is FAILED and none is READY, RUNNING
-    or CANCELING; RUNNING otherwise.
+    SUCCESSFUL if every subtask is SUCCESSFUL (while the task rolls back, OPERATION ROLLBACK: if every
+    subtask is PENDING again, as OCP's TaskCoordinator decides); FAILED if one is FAILED and none is
+    READY, RUNNING or CANCELING; RUNNING otherwise.
     """
     seen = set(statuses)
-    if seen <= {"SUCCESSFUL"}:
+    if seen <= ({"PENDING"} if operation == "ROLLBACK" else {"SUCCESSFUL"}):
         return "SUCCESSFUL"
     if "FAILED" in seen and not (seen & _ACTIVE):
         return "FAILED"
     return "RUNNING"
+
+
+def task_prohibits_rollback(subtasks: Iterable[Mapping]) -> bool:
+    """OCP's rule (TaskInstanceManagerImpl.prohibitRollback): a task cannot be rolled back once a subtask that
+    prohibits rollback has run, i.e. is neither PENDING nor READY."""
+    return any(s["prohibitRollback"] and s["status"] not in ("PENDING", "READY") for s in subtasks)
 
 
 # --------------------------------------------------------------------------------------------
@@ -424,9 +436,9 @@ def _emit_task(
             cursor = max(finishes)
         previous_ids = ids
 
-    status = derive_task_status(s["status"] for s in subtasks)
     ops = {s["operation"] for s in subtasks}
     operation = "ROLLBACK" if "ROLLBACK" in ops else "RETRY" if "RETRY" in ops else "EXECUTE"
+    status = derive_task_status((s["status"] for s in subtasks), operation)
     task: dict[str, Any] = {
         "id": task_id,
         "name": template.name,
@@ -438,7 +450,7 @@ def _emit_task(
         "executor": servers[0] if task_type == "SYS_SCHEDULED" else rnd.choice(servers),
         "createTime": create,
         "startTime": _t(start_ms),
-        "prohibitRollback": any(s["prohibitRollback"] for s in subtasks),
+        "prohibitRollback": task_prohibits_rollback(subtasks),
         "subtaskIds": [s["id"] for s in subtasks],
     }
     if status != "RUNNING":
@@ -586,7 +598,7 @@ def _check_one(sid: int, s: Mapping) -> tuple[list[str], dict[str, datetime]]:
     has_start = "startTime" in s
     if status in STARTED and not has_start:
         errs.append(f"{p} status {status} has no startTime")
-    if status == "PENDING" and has_start:
+    if status == "PENDING" and has_start and s.get("operation") not in ROLLED_BACK_OPERATIONS:
         errs.append(f"{p} status PENDING has a startTime although it never ran")
     if has_start != ("executor" in s):
         if has_start:
@@ -615,7 +627,8 @@ def check_invariants(subtasks: Iterable[dict]) -> list[str]:
 
     One readable message per violation, each starting with ``subtask <id>:``. The subtasks may be
     any set that is closed under upstream/downstream links (e.g. a whole world, or one task's).
-    A READY subtask may keep startTime and executor (the state a retry or skip leaves).
+    A READY subtask may keep startTime and executor (the state a retry or skip leaves), and so may a PENDING one
+    whose operation is ROLLBACK or ROLLBACK_SKIP (a subtask rolled back: it ran, and was undone).
     """
     errors: list[str] = []
     by_id: dict[int, Mapping] = {}
@@ -672,7 +685,7 @@ def check_invariants(subtasks: Iterable[dict]) -> list[str]:
                 if ust != "SUCCESSFUL":
                     errors.append(f"subtask {sid}: status {status} but its upstream {u} is {ust}, not SUCCESSFUL")
         start = times[sid].get("startTime")
-        if start is not None:
+        if start is not None and status != "PENDING":  # a rolled-back subtask ran before its upstreams' rollback
             for u in links[sid]["upstreams"]:
                 ufin = times[u].get("finishTime")
                 if ufin is not None and start < ufin:
@@ -716,4 +729,24 @@ def _find_cycles(by_id: Mapping[int, Mapping], links: Mapping[int, Mapping[str, 
             elif mark == 1:
                 cycle = path[path.index(nxt):] + [nxt]
                 errors.append(f"subtask {nxt}: dependency cycle {' -> '.join(map(str, cycle))}")
+    return errors
+
+
+def check_task(task: Mapping, subtasks: Iterable[Mapping]) -> list[str]:
+    """The rules that tie a task to its subtasks (SUBTASKS: exactly the task's); [] when all hold."""
+    members = list(subtasks)
+    p = f"task {task.get('id')}:"
+    errors = []
+    if task.get("subtaskIds") is not None and task["subtaskIds"] != [s["id"] for s in members]:
+        errors.append(f"{p} subtaskIds {task['subtaskIds']} differ from its subtasks {[s['id'] for s in members]}")
+    expected = derive_task_status((s["status"] for s in members), task.get("operation"))
+    if task.get("status") != expected:
+        errors.append(f"{p} status {task.get('status')} but its subtasks make it {expected}")
+    if ("finishTime" in task) != (task.get("status") != "RUNNING"):
+        errors.append(f"{p} status {task.get('status')} {'with' if 'finishTime' in task else 'without'} a finishTime")
+    if task.get("prohibitRollback") != task_prohibits_rollback(members):
+        errors.append(f"{p} prohibitRollback {task.get('prohibitRollback')} disagrees with its subtasks")
+    finishes = [parse_time(s["finishTime"]) for s in members if "finishTime" in s]
+    if "finishTime" in task and finishes and parse_time(task["finishTime"]) < max(finishes):
+        errors.append(f"{p} finishTime {task['finishTime']} is before a subtask's finishTime")
     return errors

@@ -34,7 +34,8 @@ def retry_path(task_id=1000, subtask_id=10001) -> str:
 
 @pytest.fixture
 def app(tmp_path):
-    app = create_app(Config(db_path=str(tmp_path / "world.sqlite3"), strict=True))
+    # The clock stands still: a test moves it (POST /__mock/clock/advance), so nothing changes behind its back.
+    app = create_app(Config(db_path=str(tmp_path / "world.sqlite3"), strict=True, clock_speed=0))
     yield app
     mock = app.extensions["ocp_mock"]
     assert mock.violations == [], "the mock sent responses that break openapi.yaml"
@@ -108,6 +109,6 @@ class Served:
 @pytest.fixture(scope="session")
 def served():
     """One `ocp-mock serve --workers 2 --strict` for the session; tests reset the world they need."""
-    server = Served("--workers", "2", "--strict", "--quiet")
+    server = Served("--workers", "2", "--strict", "--quiet", "--clock-speed", "0")
     yield server.base
     server.stop()

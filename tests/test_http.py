@@ -16,7 +16,8 @@ from mock_server.world import FIXTURE_FAILED_SUBTASK_ID, FIXTURE_TASK_ID
 TIMESTAMP = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}[+-]\d\d:\d\d\Z")
 
 
-def assert_envelope(response, status: int) -> dict:
+def assert_envelope(response, status: int, data: bool = True) -> dict:
+    """The body, after checking OCP's envelope; DATA False: a success without data (OCP's NoDataResponse)."""
     assert response.status_code == status, response.get_data(as_text=True)
     assert response.mimetype == "application/json"
     body = response.get_json()
@@ -28,7 +29,7 @@ def assert_envelope(response, status: int) -> dict:
     assert body["server"]
     assert list(body) == sorted(body), "OCP writes properties in alphabetical order"
     if body["successful"]:
-        assert "data" in body and "error" not in body
+        assert ("data" in body) is data and "error" not in body
     else:
         assert "error" in body and "data" not in body
         assert isinstance(body["error"]["code"], int)

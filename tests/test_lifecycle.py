@@ -55,7 +55,11 @@ def test_retry_is_not_legal_twice():
 def test_rules_only_use_states_the_spec_knows():
     for rule in lifecycle.RULES.values():
         assert set(rule.from_status) | {rule.to_status} <= set(STATUSES)
-        assert set(rule.refused_operations) | {rule.to_operation} <= set(OPERATIONS)
+        named = set(rule.refused_operations) | {rule.to_operation, rule.rollback_operation}
+        assert named - {None} <= set(OPERATIONS)  # None: the rule keeps the operation
+    for rule in lifecycle.TASK_RULES.values():
+        assert set(rule.from_status) <= set(SPEC.enum("TaskState"))
+        assert set(rule.refused_operations) | {rule.to_operation} <= set(SPEC.enum("TaskOperation"))
 
 
 @settings(max_examples=60, deadline=None)

@@ -180,6 +180,12 @@ def retry_operation():
     return SPEC["paths"][RETRY_PATH]["post"]
 
 
+def operations():
+    """(path, method, operation) for every operation of the spec."""
+    return [(path, method, op) for path, item in SPEC["paths"].items() for method, op in item.items()
+            if method in ("get", "put", "post", "delete", "patch")]
+
+
 def retry_response_examples():
     """(status, example name, value) for every example of every retrySubtask response."""
     result = []
@@ -274,6 +280,20 @@ def test_examples_were_found():
         "components.schemas.DateTime.example",
     }
     assert expected <= where, sorted(expected - where)
+
+
+def test_examples_of_the_task_family_were_found():
+    """The walker reaches every response of every operation, inline or through components, and the list's query
+    parameters."""
+    where = {w for w, _, _ in EXAMPLES}
+    for path, method, op in operations():
+        for status, response in op["responses"].items():
+            prefix = f"paths.{path}.{method}.responses.{status}.content.application/json"
+            media = resolve(response)["content"]["application/json"]
+            names = [f"{prefix}.example"] if "example" in media else [f"{prefix}.examples.{n}" for n in media["examples"]]
+            assert set(names) <= where, (op["operationId"], status)
+        for i in range(len(op.get("parameters", []))):
+            assert f"paths.{path}.{method}.parameters[{i}].example" in where, (op["operationId"], i)
 
 
 @pytest.mark.parametrize(("where", "schema", "value"), EXAMPLES, ids=[w for w, _, _ in EXAMPLES])
@@ -447,7 +467,7 @@ def test_retry_path_parameters():
 
 def test_retry_needs_task_manager():
     assert retry_operation()["x-ocp-permission"] == "TASK_MANAGER"
-    assert retry_operation()["security"] == [{"basicAuth": []}]
+    assert retry_operation()["security"] == [{"basicAuth": []}, {"ocpSignature": []}]
 
 
 @pytest.mark.parametrize(("status", "name", "value"), retry_response_examples(),
@@ -488,3 +508,146 @@ def test_retry_error_codes_and_messages(status, name, value):
 def test_retry_400_covers_both_causes():
     codes = {v["error"]["code"] for s, _, v in retry_response_examples() if s == "400"}
     assert codes == {0, 20003}
+
+
+# ------------------------------------------------------------------------------------------- the task family
+
+TASK_FAMILY = {  # operationId: (method, path under /api/v2/tasks/instances, permission, data schema of the 200)
+    "listTaskInstances": ("get", "", "TASK_VIEWER", "BasicTaskInstancePage"),
+    "getTaskInstance": ("get", "/{taskInstanceId}", "TASK_VIEWER", "TaskInstance"),
+    "retryTask": ("post", "/{taskInstanceId}/retry", "TASK_MANAGER", "TaskInstance"),
+    "rollbackTask": ("post", "/{taskInstanceId}/rollback", "TASK_MANAGER", "TaskInstance"),
+    "retrySubtask": ("post", "/{taskInstanceId}/subtasks/{subtaskInstanceId}/retry", "TASK_MANAGER", "SubtaskInstance"),
+    "skipSubtask": ("post", "/{taskInstanceId}/subtasks/{subtaskInstanceId}/skip", "TASK_MANAGER", None),
+    "cancelSubtask": ("post", "/{taskInstanceId}/subtasks/{subtaskInstanceId}/cancel", "TASK_MANAGER", None),
+    "getSubtaskLog": ("get", "/{taskInstanceId}/subtasks/{subtaskInstanceId}/log", "TASK_VIEWER", "SubtaskLog"),
+}
+# From the facts file (the real server's enums); SYS_ONCE is in OCP's front-end typings.
+FACT_ENUMS = {
+    "TaskState": ["RUNNING", "FAILED", "SUCCESSFUL"],
+    "TaskOperation": ["EXECUTE", "RETRY", "ROLLBACK"],
+    "TaskType": ["MANUAL", "SCHEDULED", "SYS_SCHEDULED", "SYS_ONCE"],
+}
+FAMILY_ERROR_MESSAGES = {**ERROR_MESSAGES, ("400", 20004): r"Task \d+ can not rollback\."}
+BY_ID = {op["operationId"]: (path, method, op) for path, method, op in operations()}
+
+
+def family_response_examples():
+    out = []
+    for op_id, (path, method, op) in BY_ID.items():
+        for status, response in op["responses"].items():
+            media = resolve(response)["content"]["application/json"]
+            values = [("example", media["example"])] if "example" in media else [
+                (n, resolve(e)["value"]) for n, e in media["examples"].items()]
+            out += [(op_id, status, name, value) for name, value in values]
+    return out
+
+
+def test_the_spec_has_exactly_the_task_family():
+    assert {op_id: (method, path) for op_id, (path, method, _) in BY_ID.items()} == {
+        op_id: (method, "/api/v2/tasks/instances" + suffix) for op_id, (method, suffix, _, _) in TASK_FAMILY.items()}
+
+
+@pytest.mark.parametrize("op_id", sorted(TASK_FAMILY))
+def test_operation_permissions_security_and_responses(op_id):
+    path, method, op = BY_ID[op_id]
+    _, _, permission, data_schema = TASK_FAMILY[op_id]
+    assert op["x-ocp-permission"] == permission
+    assert op["security"] == retry_operation()["security"]  # one way to authenticate for the whole family
+    expected = {"200", "400", "401", "403", "500"} | ({"404"} if "{" in path else set())
+    assert set(op["responses"]) == expected
+    for status, response in op["responses"].items():
+        response = resolve(response)
+        assert response.get("description") and set(response["content"]) == {"application/json"}, status
+    schema = resolve(op["responses"]["200"]["content"]["application/json"]["schema"])
+    if data_schema is None:
+        assert op["responses"]["200"]["content"]["application/json"]["schema"] == {
+            "$ref": "#/components/schemas/NoDataResponse"}
+    else:
+        data = schema["allOf"][1]["properties"]["data"]
+        assert data == {"$ref": f"#/components/schemas/{data_schema}"}
+
+
+@pytest.mark.parametrize(("op_id", "status", "name", "value"), family_response_examples(),
+                         ids=[f"{o}-{s}-{n}" for o, s, n, _ in family_response_examples()])
+def test_family_examples_envelope_codes_and_messages(op_id, status, name, value):
+    assert value["status"] == int(status) and value["successful"] is status.startswith("2")
+    if status.startswith("2"):
+        assert ("data" in value) is (TASK_FAMILY[op_id][3] is not None)
+        return
+    key = (status, value["error"]["code"])
+    assert key in FAMILY_ERROR_MESSAGES, f"unexpected error code {key}"
+    assert re.fullmatch(FAMILY_ERROR_MESSAGES[key], value["error"]["message"])
+    for sub in value["error"].get("subErrors", []):
+        assert sub["object"] == op_id
+        assert sub["field"] in {p["name"] for p in map(resolve, BY_ID[op_id][2]["parameters"])}
+
+
+def test_each_action_documents_its_refusals():
+    codes = {op_id: {v["error"]["code"] for o, s, _, v in family_response_examples() if o == op_id and s == "400"}
+             for op_id in TASK_FAMILY}
+    assert codes["rollbackTask"] == {0, 20003, 20004}
+    for op_id in ("retryTask", "retrySubtask", "skipSubtask", "cancelSubtask"):
+        assert codes[op_id] == {0, 20003}
+    for op_id in ("listTaskInstances", "getTaskInstance", "getSubtaskLog"):
+        assert codes[op_id] == {0}
+
+
+@pytest.mark.parametrize("name", sorted(FACT_ENUMS))
+def test_task_enums(name):
+    assert SPEC["components"]["schemas"][name]["enum"] == FACT_ENUMS[name]
+
+
+def test_list_parameters():
+    params = {p["name"]: p for p in map(resolve, BY_ID["listTaskInstances"][2]["parameters"])}
+    assert set(params) == {"name", "status", "type", "page", "size", "sort"}
+    assert all(p["in"] == "query" and not p["required"] for p in params.values())
+    assert (params["page"]["schema"]["minimum"], params["page"]["schema"]["default"]) == (1, 1)
+    assert (params["size"]["schema"]["minimum"], params["size"]["schema"]["maximum"]) == (1, 2000)
+    assert params["status"]["schema"] == {"$ref": "#/components/schemas/TaskState"}
+    assert params["type"]["schema"] == {"$ref": "#/components/schemas/TaskType"}
+    sort = re.compile(params["sort"]["schema"]["pattern"])
+    for good in ("id", "id,desc", "startTime,asc", params["sort"]["schema"]["default"]):
+        assert sort.search(good), good
+    for bad in ("", "id,", "id,up", "creator", "id;desc"):
+        assert not sort.search(bad), bad
+
+
+def test_page_and_rows():
+    page = SPEC["components"]["schemas"]["Page"]
+    assert set(page["required"]) == {"number", "size", "totalElements", "totalPages"} == set(page["properties"])
+    row = SPEC["components"]["schemas"]["BasicTaskInstance"]["properties"]
+    full = SPEC["components"]["schemas"]["TaskInstance"]["properties"]
+    assert set(row) - {"subtasks"} <= set(full)  # a row is a projection of the full task
+    short = SPEC["components"]["schemas"]["BasicSubtaskInstance"]["properties"]
+    assert set(short) <= set(SPEC["components"]["schemas"]["SubtaskInstance"]["properties"])
+
+
+def _pointer(document, pointer):
+    node = document
+    for part in pointer.lstrip("/").split("/"):
+        node = node[int(part)] if isinstance(node, list) else node[part]
+    return node
+
+
+def test_links_name_real_operations_parameters_and_values():
+    """Every link targets an operation, fills exactly its path parameters, and each runtime expression points at
+    something the source operation has: one of its path parameters, or a value present in its 200 example."""
+    examples = {o: v for o, s, _, v in family_response_examples() if s == "200"}
+    linked = set()
+    for op_id, (path, method, op) in BY_ID.items():
+        for name, link in op["responses"]["200"].get("links", {}).items():
+            target = BY_ID[link["operationId"]][2]
+            linked |= {op_id, link["operationId"]}
+            wanted = {p["name"] for p in map(resolve, target["parameters"]) if p["in"] == "path"}
+            assert set(link["parameters"]) == wanted, (op_id, name)
+            own = {p["name"] for p in map(resolve, op["parameters"]) if p["in"] == "path"}
+            for expression in link["parameters"].values():
+                if expression.startswith("$request.path."):
+                    assert expression.removeprefix("$request.path.") in own, (op_id, name, expression)
+                else:
+                    assert expression.startswith("$response.body#/"), expression
+                    value = _pointer(examples[op_id], expression.removeprefix("$response.body#"))
+                    assert isinstance(value, int), (op_id, name, expression)
+    assert linked == set(TASK_FAMILY)  # the stateful phase can reach every operation
+

@@ -1,0 +1,469 @@
+"""OCP's rules as small checks. A check looks at one exchange (request description, status, headers, body)
+and the contract, and either returns None (passed), returns NOT_APPLICABLE, or raises CheckFailure
+carrying what was expected and what came back. No I/O, no printing: the runner and reports do that.
+
+Two families:
+- RESPONSE_CHECKS run on every response of every phase (the envelope, content type, enums, times, the
+  400 rule, and validation against the spec).
+- FIXTURE_CHECKS judge the answers to the runner's fixture requests (retry semantics, auth, permissions).
+
+Nothing here registers with schemathesis; `contracts.st_checks` does that on import.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from functools import cached_property
+from typing import Any
+
+import orjson
+
+from .spec import Contract
+
+NOT_APPLICABLE = "not applicable"  # truthy, so schemathesis reads it as "skipped"
+
+# OCP's error codes (they live only in the spec's prose, so they are named here, once).
+CODE_GENERIC = 0
+TASK_NOT_EXISTS = 20000
+TASK_STATE_INVALID = 20003
+NO_PERMISSION = 30014
+# The lifecycle values the retry rules talk about.
+FAILED, RETRY = "FAILED", "RETRY"
+TIME_ORDER = ("createTime", "startTime", "finishTime")
+
+JSON = "application/json"
+TRACE_ID = re.compile(r"[0-9a-f]{16}\Z")
+# RFC 3339 section 5.6 date-time: the offset is mandatory ("Z" or +hh:mm/-hh:mm).
+RFC3339 = re.compile(
+    r"(\d{4})-(\d{2})-(\d{2})[Tt](\d{2}):(\d{2}):(\d{2})(\.\d+)?([Zz]|[+-]\d{2}:\d{2})\Z"
+)
+
+
+NOT_JSON = object()  # Exchange.json when the body does not parse
+_ABSENT = object()
+
+
+class CheckFailure(AssertionError):
+    """One rule broken by one response."""
+
+    def __init__(self, expected: str, received: str, check: str = ""):
+        self.check = check
+        self.expected = expected
+        self.received = received
+        super().__init__(f"Expected: {expected}\nReceived: {received}")
+
+
+@dataclass(frozen=True)
+class RequestInfo:
+    """What was sent, as far as the checks care."""
+
+    method: str
+    url: str
+    headers: Mapping[str, str] = field(default_factory=dict)
+    operation: str | None = None  # operationId of the declared operation hit; None for an undeclared method
+    path_parameters: Mapping[str, str] = field(default_factory=dict)  # as written in the URL
+    valid: bool | None = None  # schema-valid with accepted credentials; None when it cannot be told
+    phase: str = ""
+
+
+class Exchange:
+    """One request and the response to it: the (request, status, headers, body) tuple checks work on."""
+
+    def __init__(self, request: RequestInfo, status: int, headers: Mapping[str, str], body: bytes | str):
+        self.request = request
+        self.status = status
+        self.headers = {k.lower(): v for k, v in headers.items()}
+        self.body = body.encode() if isinstance(body, str) else bytes(body)
+
+    @cached_property
+    def json(self) -> Any:
+        """The parsed body, or NOT_JSON."""
+        try:
+            return orjson.loads(self.body)
+        except orjson.JSONDecodeError:
+            return NOT_JSON
+
+    @property
+    def media_type(self) -> str:
+        return self.headers.get("content-type", "").split(";")[0].strip().lower()
+
+    @property
+    def bodiless(self) -> bool:
+        """HTTP forbids a body here (HEAD, 1xx, 204, 304): the envelope rules do not apply."""
+        return self.request.method == "HEAD" or self.status < 200 or self.status in (204, 304)
+
+    @property
+    def envelope(self) -> dict | None:
+        return self.json if isinstance(self.json, dict) else None
+
+    def excerpt(self, limit: int = 300) -> str:
+        text = self.body.decode("utf-8", "replace")
+        return text if len(text) <= limit else text[:limit] + "…"
+
+    @classmethod
+    def from_schemathesis(cls, case, response, contract: Contract) -> "Exchange":
+        """The exchange for a schemathesis (case, response) pair (duck-typed: no schemathesis import here)."""
+        op = contract.find(case.operation.method, case.operation.path)
+        same_method = op is not None and case.method.upper() == op.method
+        params = {name: str(value) for name, value in (case.path_parameters or {}).items()}
+        generation = getattr(case.meta, "generation", None)
+        positive = str(getattr(getattr(generation, "mode", None), "value", "")) == "positive"
+        request = RequestInfo(
+            method=case.method.upper(),
+            url=response.request.url,
+            headers=dict(response.request.headers),
+            operation=op.operation_id if same_method else None,
+            path_parameters=params,
+            # a positive case carries the configured credentials; it is valid when its ids are canonical
+            valid=bool(same_method and positive and contract.parameters_valid(op, params)),
+            phase=str(getattr(getattr(case.meta, "phase", None), "name", "") or ""),
+        )
+        headers = {name: values[0] for name, values in response.headers.items() if values}
+        return cls(request, response.status_code, headers, response.content)
+
+
+Check = Callable[[Exchange, Contract], Any]
+
+
+def _show(value: Any) -> str:
+    return "(absent)" if value is _ABSENT else orjson.dumps(value, default=repr).decode()
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def parse_rfc3339(text: Any) -> datetime | None:
+    """The instant TEXT names when it is an RFC 3339 date-time with an offset, else None."""
+    if not isinstance(text, str):
+        return None
+    match = RFC3339.match(text)
+    if not match:
+        return None
+    normalised = text.upper().replace("Z", "+00:00")
+    if match.group(6) == "60":  # a leap second is valid RFC 3339; Python cannot represent it
+        normalised = normalised[:17] + "59" + normalised[19:]
+    try:
+        return datetime.fromisoformat(normalised)
+    except ValueError:
+        return None
+
+
+# -- response checks ------------------------------------------------------------------------------
+
+
+def ocp_json_content_type(ex: Exchange, contract: Contract):
+    """Every response, errors included, is sent as application/json."""
+    if ex.bodiless:
+        return NOT_APPLICABLE
+    if ex.media_type != JSON:
+        raise CheckFailure(f"Content-Type {JSON}", repr(ex.headers.get("content-type", "(none)")))
+
+
+def ocp_envelope_fields(ex: Exchange, contract: Contract):
+    """The body is a JSON object carrying every field the spec's Envelope requires."""
+    if ex.bodiless:
+        return NOT_APPLICABLE
+    body = ex.envelope
+    if body is None:
+        raise CheckFailure("a JSON object (OCP's envelope)", f"not a JSON object: {ex.excerpt(120)!r}")
+    missing = [name for name in contract.envelope_required if name not in body]
+    if missing:
+        raise CheckFailure(
+            f"envelope fields {', '.join(contract.envelope_required)}", f"missing {', '.join(missing)}"
+        )
+
+
+def ocp_envelope_status(ex: Exchange, contract: Contract):
+    """The envelope's `status` equals the HTTP status."""
+    body = ex.envelope
+    if body is None or "status" not in body:
+        return NOT_APPLICABLE
+    if not _is_int(body["status"]) or body["status"] != ex.status:
+        raise CheckFailure(f"status {ex.status} (the HTTP status)", f"status {_show(body['status'])}")
+
+
+def ocp_envelope_successful(ex: Exchange, contract: Contract):
+    """`successful` is true exactly when the HTTP status is 2xx."""
+    body = ex.envelope
+    if body is None or "successful" not in body:
+        return NOT_APPLICABLE
+    expected = 200 <= ex.status < 300
+    if body["successful"] is not expected:
+        raise CheckFailure(
+            f"successful {str(expected).lower()} (HTTP {ex.status})", f"successful {_show(body['successful'])}"
+        )
+
+
+def ocp_envelope_payload(ex: Exchange, contract: Contract):
+    """A success carries no `error`, and `data` wherever the spec's schema requires it (operations that
+    return nothing, such as skipSubtask, send no `data`); a failure carries `error` (an object with an
+    integer `code`) and no `data`."""
+    body = ex.envelope
+    if body is None:
+        return NOT_APPLICABLE
+    if 200 <= ex.status < 300:
+        schema = _declared_schema(ex, contract)
+        needs_data = schema is not None and "data" in contract.required(schema)
+        if "error" in body or (needs_data and "data" not in body):
+            expected = "`data` and no `error`" if needs_data else "no `error`"
+            raise CheckFailure(f"{expected} on HTTP {ex.status}", f"fields {', '.join(sorted(body))}")
+        return None
+    error = body.get("error", _ABSENT)
+    if "data" in body or not isinstance(error, dict) or not _is_int(error.get("code")):
+        code = error.get("code", _ABSENT) if isinstance(error, dict) else _ABSENT
+        raise CheckFailure(
+            f"`error` with an integer `code` and no `data` on HTTP {ex.status}",
+            f"error {_show(error) if not isinstance(error, dict) else 'code ' + _show(code)}"
+            + (", and `data`" if "data" in body else ""),
+        )
+
+
+def ocp_trace_id(ex: Exchange, contract: Contract):
+    """`traceId` is 16 lower-case hexadecimal characters."""
+    body = ex.envelope
+    if body is None or "traceId" not in body:
+        return NOT_APPLICABLE
+    value = body["traceId"]
+    if not isinstance(value, str) or not TRACE_ID.match(value):
+        raise CheckFailure("traceId of 16 lower-case hex characters", f"traceId {_show(value)}")
+
+
+def ocp_timestamp_format(ex: Exchange, contract: Contract):
+    """The envelope's `timestamp`, and every body field the spec types `format: date-time`, is an RFC 3339
+    date-time with an offset (checked here explicitly: validators often skip formats)."""
+    body = ex.envelope
+    if body is None:
+        return NOT_APPLICABLE
+    values = {"/timestamp": body["timestamp"]} if "timestamp" in body else {}
+    schema = _declared_schema(ex, contract)
+    if schema is not None:
+        for where, sub, value in contract.walk(schema, body):
+            if sub.get("format") == "date-time":
+                values[where] = value
+    if not values:
+        return NOT_APPLICABLE
+    bad = {where: value for where, value in values.items() if parse_rfc3339(value) is None}
+    if bad:
+        where, value = next(iter(bad.items()))
+        raise CheckFailure(
+            "RFC 3339 date-times with an offset, e.g. 2021-08-25T15:09:35.626+08:00", f"{where} = {_show(value)}"
+        )
+
+
+def ocp_duration(ex: Exchange, contract: Contract):
+    """`duration` is a non-negative integer (milliseconds)."""
+    body = ex.envelope
+    if body is None or "duration" not in body:
+        return NOT_APPLICABLE
+    value = body["duration"]
+    if not _is_int(value) or value < 0:
+        raise CheckFailure("duration a non-negative integer", f"duration {_show(value)}")
+
+
+def ocp_server_id(ex: Exchange, contract: Contract):
+    """`server` is a non-empty string."""
+    body = ex.envelope
+    if body is None or "server" not in body:
+        return NOT_APPLICABLE
+    value = body["server"]
+    if not isinstance(value, str) or not value:
+        raise CheckFailure("server a non-empty string", f"server {_show(value)}")
+
+
+def ocp_time_order(ex: Exchange, contract: Contract):
+    """In `data` and every object inside it (a subtask, a task and its subtasks): createTime <= startTime
+    <= finishTime, for those present."""
+    body = ex.envelope
+    subjects = [node for node in _objects((body or {}).get("data")) if sum(k in node for k in TIME_ORDER) >= 2]
+    if not subjects:
+        return NOT_APPLICABLE
+    for node in subjects:
+        times = [(k, parse_rfc3339(node[k])) for k in TIME_ORDER if k in node]
+        times = [(k, t) for k, t in times if t is not None]  # unparsable ones are ocp_timestamp_format's
+        for (k1, t1), (k2, t2) in zip(times, times[1:]):
+            if t1 > t2:
+                raise CheckFailure(f"{k1} <= {k2}", f"{k1} {node[k1]} is after {k2} {node[k2]}")
+    return None
+
+
+def ocp_enum_values(ex: Exchange, contract: Contract):
+    """Every value the spec types as an enum is exactly one of the listed values (case matters)."""
+    schema = _declared_schema(ex, contract)
+    body = ex.envelope
+    if schema is None or body is None:
+        return NOT_APPLICABLE
+    seen = False
+    for where, sub, value in contract.walk(schema, body):
+        if "enum" in sub:
+            seen = True
+            if value not in sub["enum"]:
+                raise CheckFailure(f"{where} one of {', '.join(map(str, sub['enum']))}", f"{where} = {_show(value)}")
+    return None if seen else NOT_APPLICABLE
+
+
+def ocp_business_rule_400(ex: Exchange, contract: Contract):
+    """A 400 with error.code 0 is a validation failure and names what it rejected in `subErrors`; a
+    schema-valid request refused with 400 is a business-rule refusal and carries a domain code (e.g. 20003)."""
+    error = (ex.envelope or {}).get("error")
+    if ex.status != 400 or not isinstance(error, dict) or not _is_int(error.get("code")):
+        return NOT_APPLICABLE
+    if error["code"] != CODE_GENERIC:
+        return None
+    if ex.request.valid:
+        raise CheckFailure(
+            "a schema-valid request is not refused as invalid: a domain error code such as "
+            f"{TASK_STATE_INVALID} if a business rule refuses it",
+            f"400 with error.code 0 for {ex.request.method} {ex.request.url}",
+        )
+    sub_errors = error.get("subErrors")
+    if not isinstance(sub_errors, list) or not sub_errors:
+        raise CheckFailure("error.subErrors naming the rejected parameter on a 400 with code 0",
+                           f"subErrors {_show(error.get('subErrors', _ABSENT))}")
+    return None
+
+
+def spec_status_declared(ex: Exchange, contract: Contract):
+    """The status is one the spec declares for the operation."""
+    op = contract.operation(ex.request.operation)
+    if op is None:
+        return NOT_APPLICABLE
+    if op.response(ex.status) is None:
+        raise CheckFailure(f"one of {', '.join(op.responses)} for {op.label}", str(ex.status))
+
+
+def spec_content_type(ex: Exchange, contract: Contract):
+    """The Content-Type is one the spec declares for that status."""
+    op = contract.operation(ex.request.operation)
+    content = ((op.response(ex.status) if op else None) or {}).get("content")
+    if not content:
+        return NOT_APPLICABLE
+    declared = [t.split(";")[0].strip().lower() for t in content]
+    if ex.media_type not in declared:
+        raise CheckFailure(f"Content-Type {' or '.join(declared)}", repr(ex.headers.get("content-type", "(none)")))
+
+
+def spec_body_schema(ex: Exchange, contract: Contract):
+    """The body matches the schema the spec declares for that status."""
+    schema = _declared_schema(ex, contract)
+    if schema is None:
+        return NOT_APPLICABLE
+    if ex.json is NOT_JSON:
+        raise CheckFailure(f"a JSON body matching the {ex.status} response schema", f"not JSON: {ex.excerpt(120)!r}")
+    problem = contract.first_error(schema, ex.json)
+    if problem:
+        raise CheckFailure(f"a body matching the {ex.status} response schema", problem)
+
+
+def _declared_schema(ex: Exchange, contract: Contract) -> dict | None:
+    op = contract.operation(ex.request.operation)
+    return contract.body_schema(op, ex.status, ex.media_type) if op else None
+
+
+def _objects(node: Any):
+    if isinstance(node, dict):
+        yield node
+        for value in node.values():
+            yield from _objects(value)
+    elif isinstance(node, list):
+        for value in node:
+            yield from _objects(value)
+
+
+RESPONSE_CHECKS: tuple[Check, ...] = (
+    ocp_json_content_type,
+    ocp_envelope_fields,
+    ocp_envelope_status,
+    ocp_envelope_successful,
+    ocp_envelope_payload,
+    ocp_trace_id,
+    ocp_timestamp_format,
+    ocp_duration,
+    ocp_server_id,
+    ocp_time_order,
+    ocp_enum_values,
+    ocp_business_rule_400,
+    spec_status_declared,
+    spec_content_type,
+    spec_body_schema,
+)
+
+
+# -- fixture checks: the answer to one known request -------------------------------------------------
+
+
+def _expect_error(ex: Exchange, status: int, code: int) -> None:
+    error = (ex.envelope or {}).get("error")
+    got_code = error.get("code", _ABSENT) if isinstance(error, dict) else _ABSENT
+    if ex.status != status or got_code != code or not _is_int(got_code):
+        got = f"with error.code {_show(got_code)}" if got_code is not _ABSENT else "without error.code"
+        raise CheckFailure(f"HTTP {status} with error.code {code}", f"HTTP {ex.status} {got}")
+
+
+def fixture_no_credentials(ex: Exchange, contract: Contract):
+    """A retry without credentials, or with a wrong password, is refused with 401 (error.code 0)."""
+    _expect_error(ex, 401, CODE_GENERIC)
+
+
+def fixture_viewer_forbidden(ex: Exchange, contract: Contract):
+    """A retry by a user without TASK_MANAGER is refused with 403 (error.code 30014) and changes nothing."""
+    _expect_error(ex, 403, NO_PERMISSION)
+
+
+def fixture_retry_failed(ex: Exchange, contract: Contract, subtask_id: int | None = None):
+    """Retrying the FAILED fixture answers 200 with that subtask, operation RETRY and a status no longer FAILED."""
+    data = (ex.envelope or {}).get("data")
+    if ex.status != 200 or not isinstance(data, dict):
+        code = ((ex.envelope or {}).get("error") or {}).get("code", _ABSENT)
+        raise CheckFailure("HTTP 200 with the retried subtask in `data`", f"HTTP {ex.status}, error.code {_show(code)}")
+    got = {"id": data.get("id", _ABSENT), "operation": data.get("operation", _ABSENT), "status": data.get("status", _ABSENT)}
+    if subtask_id is not None and str(got["id"]) != str(subtask_id):
+        raise CheckFailure(f"data.id {subtask_id}", f"data.id {_show(got['id'])}")
+    if got["operation"] != RETRY or got["status"] == FAILED or got["status"] is _ABSENT:
+        raise CheckFailure(
+            f"data.operation {RETRY} and data.status no longer {FAILED}",
+            f"data.operation {_show(got['operation'])}, data.status {_show(got['status'])}",
+        )
+
+
+def fixture_retry_again(ex: Exchange, contract: Contract):
+    """Retrying the same subtask again (it is no longer FAILED) is refused with 400 (error.code 20003)."""
+    _expect_error(ex, 400, TASK_STATE_INVALID)
+
+
+def fixture_retry_non_failed(ex: Exchange, contract: Contract):
+    """Retrying a subtask that is not FAILED is refused with 400 (error.code 20003)."""
+    _expect_error(ex, 400, TASK_STATE_INVALID)
+
+
+def fixture_unknown_subtask(ex: Exchange, contract: Contract):
+    """Retrying a subtask that does not exist answers 404 (error.code 20000)."""
+    _expect_error(ex, 404, TASK_NOT_EXISTS)
+
+
+FIXTURE_CHECKS: tuple[Check, ...] = (
+    fixture_no_credentials,
+    fixture_viewer_forbidden,
+    fixture_retry_failed,
+    fixture_retry_again,
+    fixture_retry_non_failed,
+    fixture_unknown_subtask,
+)
+
+
+def describe(check: Callable) -> str:
+    """The one-paragraph description of a check: its docstring, on one line."""
+    return " ".join((check.__doc__ or "").split())
+
+
+def run_check(check: Check, ex: Exchange, contract: Contract, **kwargs) -> CheckFailure | str | None:
+    """Runs CHECK: None (passed), NOT_APPLICABLE, or the CheckFailure, named after the check."""
+    try:
+        outcome = check(ex, contract, **kwargs)
+    except CheckFailure as failure:
+        failure.check = failure.check or check.__name__
+        return failure
+    return NOT_APPLICABLE if outcome == NOT_APPLICABLE else None

@@ -1,0 +1,238 @@
+"""The contract as data: openapi.yaml loaded once, its operations indexed, its schemas compiled on demand.
+
+Everything the checks need to know about the API (enum values, required fields, formats, declared statuses,
+media types, parameter types) is read from here, never repeated in code.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from jsonschema import Draft202012Validator
+from jsonschema.exceptions import best_match
+
+HTTP_METHODS = ("get", "put", "post", "delete", "options", "head", "patch", "trace")
+INTEGER_FORMATS = {"int32": (-(2**31), 2**31 - 1), "int64": (-(2**63), 2**63 - 1)}
+_CANONICAL_INTEGER = re.compile(r"-?(0|[1-9][0-9]*)\Z")
+_LOOSE_INTEGER = re.compile(r"[+-]?[0-9]+\Z")
+_TEMPLATE = re.compile(r"\{([^}/]+)\}")
+_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml's parser when present: several times faster
+
+
+class SpecError(Exception):
+    """The spec cannot be used: missing, not YAML/JSON, or not an OpenAPI 3 document."""
+
+
+@dataclass(frozen=True)
+class Operation:
+    operation_id: str | None
+    method: str  # upper case
+    path: str  # the template, as written in the spec
+    parameters: tuple[dict, ...]  # resolved parameter objects
+    responses: dict[str, dict]  # status key ("200", "4XX", "default") -> resolved response object
+    has_body: bool
+
+    @property
+    def label(self) -> str:
+        return f"{self.method} {self.path}"
+
+    def response(self, status: int) -> dict | None:
+        """The response object the spec declares for STATUS (exact code, then 4XX, then default)."""
+        return self.responses.get(str(status)) or self.responses.get(f"{str(status)[0]}XX") or self.responses.get(
+            "default"
+        )
+
+    def url(self, base_url: str, values: dict[str, Any]) -> str:
+        return base_url.rstrip("/") + _TEMPLATE.sub(lambda m: str(values[m.group(1)]), self.path)
+
+
+@dataclass
+class Contract:
+    raw: dict
+    path: str = "<dict>"
+    sha256: str = ""
+    operations: list[Operation] = field(default_factory=list)
+    _validators: dict[int, Draft202012Validator] = field(default_factory=dict, repr=False)
+
+    # -- loading ---------------------------------------------------------------------------------
+    @classmethod
+    def load(cls, path: str | Path) -> "Contract":
+        file = Path(path)
+        try:
+            data = file.read_bytes()
+            raw = yaml.load(data, Loader=_LOADER)
+        except (OSError, yaml.YAMLError) as exc:
+            raise SpecError(f"cannot read the OpenAPI spec at {file}: {exc}".splitlines()[0]) from None
+        contract = cls.from_dict(raw, path=str(file))
+        contract.sha256 = hashlib.sha256(data).hexdigest()
+        return contract
+
+    @classmethod
+    def from_dict(cls, raw: Any, path: str = "<dict>") -> "Contract":
+        if not isinstance(raw, dict) or not str(raw.get("openapi", "")).startswith("3") or "paths" not in raw:
+            raise SpecError(f"{path} is not an OpenAPI 3 document (no 'openapi: 3.x' or no 'paths')")
+        contract = cls(raw=raw, path=path)
+        try:
+            contract._index()
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise SpecError(f"{path}: cannot index its operations: {exc!r}") from None
+        return contract
+
+    def _index(self) -> None:
+        for path, item in self.raw["paths"].items():
+            item = self.resolve(item)
+            shared = item.get("parameters", [])
+            for method in HTTP_METHODS:
+                if method not in item:
+                    continue
+                op = item[method]
+                params = {}
+                for p in [*shared, *op.get("parameters", [])]:
+                    p = self.resolve(p)
+                    params[(p["name"], p["in"])] = p
+                self.operations.append(
+                    Operation(
+                        operation_id=op.get("operationId"),
+                        method=method.upper(),
+                        path=path,
+                        parameters=tuple(params.values()),
+                        responses={str(k).upper(): self.resolve(v) for k, v in op.get("responses", {}).items()},
+                        has_body="requestBody" in op,
+                    )
+                )
+
+    # -- lookups ---------------------------------------------------------------------------------
+    def operation(self, operation_id: str | None) -> Operation | None:
+        return next((op for op in self.operations if operation_id and op.operation_id == operation_id), None)
+
+    def find(self, method: str, path_template: str) -> Operation | None:
+        """The operation declared for METHOD on the spec path PATH_TEMPLATE, or None."""
+        return next((op for op in self.operations if op.method == method.upper() and op.path == path_template), None)
+
+    def resolve(self, node: Any) -> Any:
+        while isinstance(node, dict) and "$ref" in node:
+            ref = node["$ref"]
+            if not ref.startswith("#/"):
+                raise ValueError(f"only local references are supported, got {ref!r}")
+            node = self.raw
+            for part in ref[2:].split("/"):
+                node = node[part.replace("~1", "/").replace("~0", "~")]
+        return node
+
+    def schema(self, name: str) -> dict | None:
+        return self.raw.get("components", {}).get("schemas", {}).get(name)
+
+    @property
+    def envelope_required(self) -> tuple[str, ...]:
+        """The fields every response body carries: `required` of the spec's Envelope schema."""
+        return tuple((self.schema("Envelope") or {}).get("required", ()))
+
+    # -- schemas ---------------------------------------------------------------------------------
+    def validator(self, schema: dict) -> Draft202012Validator:
+        """A compiled validator for SCHEMA (a node of this spec); `#/components/...` refs resolve."""
+        key = id(schema)
+        if key not in self._validators:
+            root = {**schema, "components": self.raw.get("components", {})}
+            self._validators[key] = Draft202012Validator(root, format_checker=Draft202012Validator.FORMAT_CHECKER)
+        return self._validators[key]
+
+    def first_error(self, schema: dict, instance: Any) -> str | None:
+        """The most relevant way INSTANCE breaks SCHEMA, as one line, or None when it matches."""
+        error = best_match(self.validator(schema).iter_errors(instance))
+        if error is None:
+            return None
+        where = "/" + "/".join(str(p) for p in error.absolute_path)
+        return f"at {where}: {error.message}"
+
+    def walk(self, schema: Any, instance: Any, where: str = "") -> Iterator[tuple[str, dict, Any]]:
+        """Every (location, schema, value) pair of INSTANCE that SCHEMA describes through $ref, allOf,
+        properties and items. oneOf/anyOf are not entered (which branch applies is schema validation's job)."""
+        schema = self.resolve(schema)
+        if not isinstance(schema, dict):
+            return
+        yield where or "/", schema, instance
+        for sub in schema.get("allOf", []):
+            yield from self.walk(sub, instance, where)
+        if isinstance(instance, dict):
+            for key, sub in schema.get("properties", {}).items():
+                if key in instance:
+                    yield from self.walk(sub, instance[key], f"{where}/{key}")
+        if isinstance(instance, list) and isinstance(schema.get("items"), dict):
+            for index, item in enumerate(instance):
+                yield from self.walk(schema["items"], item, f"{where}/{index}")
+
+    def required(self, schema: Any) -> set[str]:
+        """The property names SCHEMA requires, through $ref and allOf."""
+        schema = self.resolve(schema)
+        names = set(schema.get("required", [])) if isinstance(schema, dict) else set()
+        for sub in schema.get("allOf", []) if isinstance(schema, dict) else []:
+            names |= self.required(sub)
+        return names
+
+    def body_schema(self, operation: Operation, status: int, media_type: str | None) -> dict | None:
+        """The schema the spec declares for this response's body (the JSON one when the media type is
+        not declared), or None."""
+        response = operation.response(status)
+        content = (response or {}).get("content") or {}
+        media = content.get(media_type or "") or next(
+            (m for t, m in content.items() if t.split(";")[0].strip().endswith("json")), None
+        )
+        return (media or {}).get("schema")
+
+    # -- requests --------------------------------------------------------------------------------
+    def parameters_valid(self, operation: Operation, path_values: dict[str, str]) -> bool | None:
+        """Whether the path parameter texts are schema-valid: True, False, or None when it cannot be told
+        (a non-canonical integer such as "+5", or an operation with query/header parameters or a body)."""
+        if operation.has_body or any(p["in"] != "path" for p in operation.parameters if p.get("required")):
+            return None
+        verdict: bool | None = True
+        for param in operation.parameters:
+            if param["in"] != "path":
+                continue
+            text = path_values.get(param["name"])
+            one = False if text is None else self._parameter_valid(self.resolve(param.get("schema", {})), text)
+            if one is False:
+                return False
+            if one is None:
+                verdict = None
+        return verdict
+
+    def _parameter_valid(self, schema: dict, text: str) -> bool | None:
+        if schema.get("type") == "integer":
+            if not _CANONICAL_INTEGER.match(text):
+                return None if _LOOSE_INTEGER.match(text) else False
+            value: Any = int(text)
+            low, high = INTEGER_FORMATS.get(schema.get("format", ""), (None, None))
+            if low is not None and not low <= value <= high:
+                return False
+        elif schema.get("type") in (None, "string"):
+            value = text
+        else:
+            return None
+        return self.first_error(schema, value) is None
+
+    def without_parameter_examples(self) -> dict:
+        """A copy of the spec whose path parameters carry no `example`/`examples`, so that generated requests
+        never reuse them (the spec's examples are the fixture ids)."""
+        raw = copy.deepcopy(self.raw)
+        clone = Contract(raw=raw)
+        params = list(raw.get("components", {}).get("parameters", {}).values())
+        for item in raw["paths"].values():
+            item = clone.resolve(item)
+            params += item.get("parameters", [])
+            params += [p for m in HTTP_METHODS if m in item for p in item[m].get("parameters", [])]
+        for param in params:
+            if isinstance(param, dict) and param.get("in") == "path":
+                param.pop("example", None)
+                param.pop("examples", None)
+                if isinstance(param.get("schema"), dict):
+                    param["schema"].pop("example", None)
+                    param["schema"].pop("examples", None)
+        return raw

@@ -1,0 +1,258 @@
+"""The world in time: the mock's clock, the engine's due transitions and the task family's actions, over the store.
+
+Every change happens in one write transaction (SQLite's write lock, shared by all worker processes): read the
+task's slice, let the engine catch up to now (engine.step), apply the action's rule (lifecycle), let the engine
+react (engine.settle), write back what changed. So N concurrent calls of one action give exactly one success, and
+a transition is applied exactly once whichever process notices it first.
+
+`tick()` runs before every API call: one indexed read (the clock and the earliest `due_at`) decides whether anything
+is due; only then does it take the write lock. A process repeats that read at most every RECHECK_S (its own writes
+make it read again at once): a transition is applied with its own due time whenever it is noticed, so this only
+bounds how late another process's change is seen (10 ms), and keeps the hot path free of it. Reads take no lock.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import timezone
+from typing import Callable
+
+import orjson
+
+from . import engine, logs
+from .clock import Clock, to_datetime, wall_ms
+from .engine import Context, Scenario, Sub, TaskSlice
+from .envelope import dump_data, not_found
+from .store import Store
+from .world import format_time
+
+ADMIN_EXECUTOR = "127.0.0.1"  # the executor a state forced through the admin API gets, if it needs one
+RECHECK_S = 0.010  # how long a process trusts its last look at the clock and the earliest due transition
+
+
+class Runtime:
+    def __init__(self, store: Store, tz: timezone, clock_speed: float):
+        self.store = store
+        self.tz = tz
+        self.clock_speed = clock_speed
+        self._clock_raw: str | None = None
+        self._clock: Clock | None = None
+        self._due: int | None = None  # the earliest due transition at the last look
+        self._look_again = 0.0  # time.monotonic() after which tick() looks again
+        store.after_load = self._after_load
+
+    # -- the clock ---------------------------------------------------------------------------------------
+    def _read_clock(self, conn) -> Clock:
+        raw = self.store.meta(conn, "clock")
+        if raw is None:  # a world loaded before the clock existed
+            clock = Clock.start(self.clock_speed)
+            self.store.set_meta(conn, "clock", clock.dumps())
+            return clock
+        return Clock.loads(raw)
+
+    def sync_clock(self) -> None:
+        """Applies the configured speed if the world's clock was started with another one (a restart with a new
+        --clock-speed); a speed set through the admin API stays until then."""
+        clock = self.clock()
+        if clock.configured != self.clock_speed:
+            def work(conn):
+                current = self._read_clock(conn)
+                if current.configured != self.clock_speed:
+                    self.store.set_meta(conn, "clock",
+                                        current.with_speed(self.clock_speed, configured=self.clock_speed).dumps())
+
+            self.store.transaction(work)
+            self.forget()
+
+    def clock(self) -> Clock:
+        raw = self.store.meta(self.store._conn(), "clock")
+        return Clock.loads(raw) if raw else Clock.start(self.clock_speed)
+
+    def now_ms(self) -> int:
+        return self.clock().now_ms()
+
+    def format(self, ms: int) -> str:
+        """A mock time as the wire writes times."""
+        return format_time(to_datetime(ms, self.tz))
+
+    def advance(self, ms: int) -> tuple[Clock, int]:
+        """Moves the clock MS forward and applies everything that fell due, in time order. (clock, transitions)."""
+        def work(conn):
+            clock = self._read_clock(conn).advanced(ms)
+            self.store.set_meta(conn, "clock", clock.dumps())
+            return clock, self._catch_up(conn, clock.now_ms())
+
+        try:
+            return self.store.transaction(work)
+        finally:
+            self.forget()
+
+    def set_speed(self, speed: float) -> Clock:
+        def work(conn):
+            clock = self._read_clock(conn).with_speed(speed)
+            self.store.set_meta(conn, "clock", clock.dumps())
+            return clock
+
+        try:
+            return self.store.transaction(work)
+        finally:
+            self.forget()
+
+    # -- due transitions -------------------------------------------------------------------------------------
+    def tick(self) -> None:
+        """Applies the transitions that are due, if any. Costs one indexed read (at most every RECHECK_S)."""
+        mono = time.monotonic()
+        if mono >= self._look_again:
+            raw, self._due = self.store.clock_and_next_due()
+            self._look_again = mono + RECHECK_S
+            if raw is not None and raw != self._clock_raw:
+                self._clock, self._clock_raw = Clock.loads(raw), raw
+        if self._due is not None and self._clock is not None and self._due <= self._clock.now_ms(wall_ms()):
+            self.catch_up()
+
+    def forget(self) -> None:
+        """This process changed the world or the clock: the next tick() looks again."""
+        self._look_again = 0.0
+
+    def catch_up(self) -> int:
+        """Applies every due transition; returns how many tasks changed."""
+        try:
+            return self.store.transaction(lambda conn: self._catch_up(conn, self._read_clock(conn).now_ms()))
+        finally:
+            self.forget()
+
+    def _catch_up(self, conn, now: int) -> int:
+        ctx = self._ctx(conn)
+        task_ids = self.store.task_ids(conn, due_by=now)
+        for task_id in task_ids:
+            before, logged = self._load(conn, task_id)
+            self._save(conn, before, engine.step(before, now, ctx), ctx, logged)
+        return len(task_ids)
+
+    def _after_load(self, conn) -> None:
+        """A world was just loaded: its in-flight subtasks start moving from now."""
+        self.forget()
+        now = self._read_clock(conn).now_ms()
+        ctx = self._ctx(conn)
+        moving = [r[0] for r in conn.execute(
+            "SELECT DISTINCT task_id FROM subtask WHERE status IN ('READY', 'RUNNING', 'CANCELING') ORDER BY task_id")]
+        for task_id in moving:
+            before, logged = self._load(conn, task_id)
+            self._save(conn, before, engine.settle(before, now, ctx), ctx, logged)
+
+    # -- slices ----------------------------------------------------------------------------------------------
+    def _ctx(self, conn) -> Context:
+        return Context(int(self.store.meta(conn, "seed") or 0), self.tz)
+
+    def _load(self, conn, task_id: int) -> tuple[TaskSlice | None, set[int]]:
+        task_doc, rows = self.store.task_rows(conn, task_id)
+        if task_doc is None:
+            return None, set()
+        subs = {
+            r.id: Sub(orjson.loads(r.doc), r.due_at, Scenario.from_dict(orjson.loads(r.scenario)) if r.scenario else None,
+                      r.runs, r.run_start)
+            for r in rows
+        }
+        return TaskSlice(orjson.loads(task_doc), subs), {r.id for r in rows if r.logged}
+
+    def _save(self, conn, before: TaskSlice, after: TaskSlice, ctx: Context, logged: set[int]) -> None:
+        if after.task != before.task:
+            self.store.save_task(conn, after.task["id"], after.task["status"], dump_data(after.task))
+        for sid, sub in after.subs.items():
+            old = before.subs[sid]
+            if (sub.doc, sub.due_at, sub.scenario, sub.runs, sub.run_start) != (
+                    old.doc, old.due_at, old.scenario, old.runs, old.run_start):
+                self.store.save_subtask(conn, sid, sub.status, sub.doc.get("operation"), dump_data(sub.doc),
+                                        sub.due_at, orjson.dumps(sub.scenario.as_dict()).decode() if sub.scenario else None,
+                                        sub.runs, sub.run_start)
+            # A subtask's log is stored from its first change on, starting with the log the seeded world gave it.
+            if sub.log or (sid not in logged and sub.doc != old.doc):
+                first = None if sid in logged else logs.seeded_log(old.doc, ctx.seed, ctx.tz)
+                self.store.append_log(conn, sid, first, sub.log)
+
+    def _change(self, task_id, entity_id, change: Callable[[TaskSlice, int, Context], TaskSlice]) -> TaskSlice:
+        """Runs CHANGE(slice, now, ctx) on the task's slice under the write lock and saves what it returns.
+        TASK_ID may be a function of the connection (a subtask's task). 404 (ENTITY_ID) when there is no such task."""
+        def work(conn):
+            tid = task_id(conn) if callable(task_id) else task_id
+            before, logged = self._load(conn, tid) if tid is not None else (None, set())
+            if before is None:
+                raise not_found(entity_id)
+            ctx = self._ctx(conn)
+            after = change(before, self._read_clock(conn).now_ms(), ctx)
+            self._save(conn, before, after, ctx, logged)
+            return after
+
+        try:
+            return self.store.transaction(work)
+        finally:
+            self.forget()
+
+    def _of_subtask(self, subtask_id: int):
+        return lambda conn: self.store.task_id_of(conn, subtask_id)
+
+    # -- actions (each: engine.py's pure function, under the write lock) ---------------------------------------
+    def subtask_action(self, subtask_id: int, action: str) -> dict:
+        """retry, skip or cancel (lifecycle.RULES); the subtask afterwards."""
+        after = self._change(self._of_subtask(subtask_id), subtask_id,
+                             lambda sl, now, ctx: engine.act_on_subtask(sl, now, ctx, subtask_id, action))
+        return after.subs[subtask_id].doc
+
+    def task_action(self, task_id: int, action: str) -> TaskSlice:
+        """retry or rollback (lifecycle.TASK_RULES); the task afterwards."""
+        return self._change(task_id, task_id, lambda sl, now, ctx: engine.act_on_task(sl, now, ctx, action))
+
+    def force_state(self, subtask_id: int, status: str | None, operation: str | None,
+                    check: Callable[[list[dict]], None]) -> dict:
+        """The admin API's forced state (lifecycle.set_state); CHECK sees the task's subtasks and may refuse."""
+        after = self._change(self._of_subtask(subtask_id), subtask_id, lambda sl, now, ctx: engine.force_state(
+            sl, now, ctx, subtask_id, status, operation, ADMIN_EXECUTOR, check))
+        return after.subs[subtask_id].doc
+
+    def set_scenario(self, subtask_id: int, scenario: Scenario | None) -> TaskSlice:
+        """Sets (None: removes) the subtask's scenario; its run count starts again from 0."""
+        return self._change(self._of_subtask(subtask_id), subtask_id,
+                            lambda sl, now, ctx: engine.set_scenario(sl, now, ctx, subtask_id, scenario))
+
+    # -- reads -----------------------------------------------------------------------------------------------
+    def task_instance(self, task_id: int) -> dict | None:
+        """The TaskInstance (wire form, as a dict), or None."""
+        found = self.store.task(task_id)
+        if found is None:
+            return None
+        task_doc, sub_docs = found
+        return wire_task(orjson.loads(task_doc), [orjson.loads(d) for d in sub_docs])
+
+    def subtask_log(self, subtask_id: int) -> str | None:
+        found = self.store.subtask_run(subtask_id)
+        if found is None:
+            return None
+        row, text = found
+        conn = self.store._conn()
+        ctx = Context(int(self.store.meta(conn, "seed") or 0), self.tz)
+        doc = orjson.loads(row.doc)
+        base = text if text is not None else logs.seeded_log(doc, ctx.seed, ctx.tz)
+        sub = Sub(doc, row.due_at, Scenario.from_dict(orjson.loads(row.scenario)) if row.scenario else None, row.runs,
+                  row.run_start)
+        return logs.join(base, engine.running_log(sub, self.now_ms(), ctx))
+
+    def subtask_engine_state(self, subtask_id: int) -> dict | None:
+        """What the engine knows of a subtask, for the admin API."""
+        found = self.store.subtask_run(subtask_id)
+        if found is None:
+            return None
+        row, _ = found
+        ctx = Context(int(self.store.meta(self.store._conn(), "seed") or 0), self.tz)
+        scenario = Scenario.from_dict(orjson.loads(row.scenario)) if row.scenario else engine.default_scenario(ctx, row.id)
+        state = {"scenario": scenario.as_dict(), "scenarioSource": "admin" if row.scenario else "seed",
+                 "runs": row.runs}
+        if row.due_at is not None:
+            state["dueAt"] = self.format(row.due_at)
+        return state
+
+
+def wire_task(task: dict, subtasks: list[dict]) -> dict:
+    """The TaskInstance a client sees: the stored task without its bookkeeping, with its subtasks in full."""
+    data = {k: v for k, v in task.items() if k != "subtaskIds"}
+    data["subtasks"] = sorted(subtasks, key=lambda s: s["id"])
+    return dict(sorted(data.items()))

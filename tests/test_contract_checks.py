@@ -1,0 +1,212 @@
+"""The OCP checks on synthetic exchanges: each passes a conforming response, catches one deviation with a
+message that reads Expected/Received, and reads what it needs from the spec."""
+
+from __future__ import annotations
+
+import copy
+import json
+
+import pytest
+
+from conftest import SPEC_PATH
+from contracts import checks
+from contracts.checks import NOT_APPLICABLE, CheckFailure, Exchange, RequestInfo
+from contracts.spec import Contract, SpecError
+
+CONTRACT = Contract.load(SPEC_PATH)
+URL = "http://ocp.test/api/v2/tasks/instances/1000/subtasks/10001/retry"
+SUBTASK = {
+    "createTime": "2024-11-01T08:06:59.724+08:00", "description": "Install", "downstreams": [10005], "id": 10001,
+    "name": "Install", "nodeType": "JAVA_TASK", "operation": "RETRY", "parallelIdx": 0, "prohibitRollback": False,
+    "runTime": 1, "seriesId": 2, "startTime": "2024-11-01T08:09:25.951+08:00", "status": "READY", "timeout": 1800,
+    "upstreams": [10000],
+}  # fmt: skip
+
+
+def envelope(status: int, **payload) -> dict:
+    return {"duration": 2, "server": "0a7c9cdf87", "status": status, "successful": 200 <= status < 300,
+            "timestamp": "2026-11-25T23:53:28.107+08:00", "traceId": "2f213d765e4ade13", **payload}  # fmt: skip
+
+
+def exchange(status=200, body=None, content_type="application/json", valid=True, operation="retrySubtask"):
+    if body is None:
+        body = envelope(200, data=SUBTASK) if status == 200 else envelope(status, error={"code": 20003, "message": "x"})
+    raw = body if isinstance(body, (bytes, str)) else json.dumps(body)
+    request = RequestInfo("POST", URL, operation=operation, valid=valid)
+    return Exchange(request, status, {"Content-Type": content_type}, raw)
+
+
+def fails(check, ex, contract=CONTRACT, **kwargs) -> CheckFailure:
+    with pytest.raises(CheckFailure) as info:
+        check(ex, contract, **kwargs)
+    assert str(info.value).startswith("Expected: ") and "\nReceived: " in str(info.value)
+    return info.value
+
+
+@pytest.mark.parametrize("ex", [exchange(200), exchange(400), exchange(404, envelope(404, error={"code": 20000, "message": "m"}))])
+@pytest.mark.parametrize("check", checks.RESPONSE_CHECKS, ids=lambda c: c.__name__)
+def test_every_response_check_passes_conforming_responses(check, ex):
+    assert check(ex, CONTRACT) in (None, NOT_APPLICABLE)
+
+
+def with_data(**changes) -> dict:
+    return envelope(200, data={**SUBTASK, **changes})
+
+
+@pytest.mark.parametrize(
+    "check, ex",
+    [
+        (checks.ocp_json_content_type, exchange(400, content_type="text/plain")),
+        (checks.ocp_envelope_fields, exchange(200, {k: v for k, v in envelope(200, data=SUBTASK).items() if k != "server"})),
+        (checks.ocp_envelope_fields, exchange(200, b"<html>oops</html>")),
+        (checks.ocp_envelope_status, exchange(404, {**envelope(404, error={"code": 20000, "message": "m"}), "status": 200})),
+        (checks.ocp_envelope_successful, exchange(400, {**envelope(400, error={"code": 20003, "message": "m"}), "successful": True})),
+        (checks.ocp_envelope_payload, exchange(400, envelope(400, error={"code": "20003", "message": "m"}))),
+        (checks.ocp_envelope_payload, exchange(200, envelope(200, data=SUBTASK, error={"code": 1, "message": "m"}))),
+        (checks.ocp_trace_id, exchange(200, {**envelope(200, data=SUBTASK), "traceId": "2F213D765E4ADE13"})),
+        (checks.ocp_timestamp_format, exchange(200, {**envelope(200, data=SUBTASK), "timestamp": "2026-11-25T23:53:28.107"})),
+        (checks.ocp_timestamp_format, exchange(200, with_data(startTime="2024-11-01 08:09:25"))),
+        (checks.ocp_duration, exchange(200, {**envelope(200, data=SUBTASK), "duration": -1})),
+        (checks.ocp_duration, exchange(200, {**envelope(200, data=SUBTASK), "duration": 1.5})),
+        (checks.ocp_server_id, exchange(200, {**envelope(200, data=SUBTASK), "server": ""})),
+        (checks.ocp_time_order, exchange(200, with_data(createTime="2024-11-01T09:00:00.000+08:00"))),
+        (checks.ocp_time_order, exchange(200, with_data(finishTime="2024-11-01T00:09:25.000Z"))),
+        (checks.ocp_enum_values, exchange(200, with_data(status="ready"))),
+        (checks.ocp_enum_values, exchange(200, with_data(nodeType="PYTHON_TASK"))),
+        (checks.ocp_business_rule_400, exchange(400, envelope(400, error={"code": 0, "message": "m"}), valid=False)),
+        (checks.ocp_business_rule_400, exchange(400, envelope(400, error={"code": 0, "message": "m", "subErrors": [{"message": "x"}]}), valid=True)),
+        (checks.spec_status_declared, exchange(422, envelope(422, error={"code": 0, "message": "m"}))),
+        (checks.spec_content_type, exchange(404, envelope(404, error={"code": 20000, "message": "m"}), content_type="text/json")),
+        (checks.spec_body_schema, exchange(200, with_data(id="10001"))),
+        (checks.spec_body_schema, exchange(200, envelope(200, data={**{k: v for k, v in SUBTASK.items() if k != "parallelIdx"}, "paralleIdx": 0}))),
+    ],
+    ids=lambda value: value.__name__ if callable(value) else "",
+)
+def test_each_response_check_catches_its_deviation(check, ex):
+    failure = fails(check, ex)
+    assert failure.expected and failure.received
+
+
+def test_a_finding_names_expected_and_received():
+    failure = fails(checks.ocp_enum_values, exchange(200, with_data(status="ready")))
+    assert "PENDING, READY, RUNNING, CANCELING, FAILED, SUCCESSFUL" in failure.expected
+    assert failure.received == '/data/status = "ready"'
+    assert checks.run_check(checks.ocp_enum_values, exchange(200, with_data(status="ready")), CONTRACT).check == "ocp_enum_values"
+
+
+def test_checks_read_enums_and_required_fields_from_the_spec():
+    raw = copy.deepcopy(CONTRACT.raw)
+    raw["components"]["schemas"]["SubtaskState"]["enum"] = ["ready", "FAILED"]
+    raw["components"]["schemas"]["Envelope"]["required"].append("region")
+    other = Contract.from_dict(raw)
+    assert checks.ocp_enum_values(exchange(200, with_data(status="ready")), other) is None
+    fails(checks.ocp_enum_values, exchange(200), other)
+    assert "missing region" in fails(checks.ocp_envelope_fields, exchange(200), other).received
+
+
+@pytest.mark.parametrize(
+    "text, ok",
+    [("2021-08-25T15:09:35.626+08:00", True), ("2021-08-25T15:09:31+08:00", True), ("2021-08-25T07:09:31Z", True),
+     ("2016-12-31T23:59:60Z", True), ("2021-08-25T15:09:35.626", False), ("2021-08-25 15:09:35+08:00", False),
+     ("2021-13-25T15:09:35+08:00", False), (1629875371, False)],
+)  # fmt: skip
+def test_rfc3339_needs_an_offset(text, ok):
+    assert (checks.parse_rfc3339(text) is not None) is ok
+
+
+def test_the_400_rule_leaves_other_statuses_alone():
+    assert checks.ocp_business_rule_400(exchange(404, envelope(404, error={"code": 0, "message": "m"})), CONTRACT) == NOT_APPLICABLE
+    assert checks.ocp_business_rule_400(exchange(400, valid=True), CONTRACT) is None  # 20003: a business rule
+
+
+def test_undeclared_methods_get_the_envelope_checks_but_not_the_spec_checks():
+    ex = exchange(405, envelope(405, error={"code": 0, "message": "m"}), operation=None)
+    assert checks.spec_status_declared(ex, CONTRACT) == NOT_APPLICABLE
+    assert checks.ocp_envelope_status(ex, CONTRACT) is None
+
+
+@pytest.mark.parametrize(
+    "check, ex, kwargs",
+    [
+        (checks.fixture_no_credentials, exchange(200), {}),
+        (checks.fixture_viewer_forbidden, exchange(403, envelope(403, error={"code": 0, "message": "m"})), {}),
+        (checks.fixture_retry_failed, exchange(200, with_data(status="FAILED")), {"subtask_id": 10001}),
+        (checks.fixture_retry_failed, exchange(200, with_data(operation="EXECUTE")), {"subtask_id": 10001}),
+        (checks.fixture_retry_failed, exchange(200), {"subtask_id": 10002}),
+        (checks.fixture_retry_again, exchange(200), {}),
+        (checks.fixture_unknown_subtask, exchange(404, envelope(404, error={"code": 0, "message": "m"})), {}),
+    ],
+    ids=lambda value: value.__name__ if callable(value) else "",
+)
+def test_fixture_checks(check, ex, kwargs):
+    fails(check, ex, **kwargs)
+
+
+def test_parameter_validity_follows_the_spec():
+    op = CONTRACT.operation("retrySubtask")
+    assert CONTRACT.parameters_valid(op, {"taskInstanceId": "1", "subtaskInstanceId": str(2**63 - 1)}) is True
+    assert CONTRACT.parameters_valid(op, {"taskInstanceId": "1", "subtaskInstanceId": str(2**63)}) is False
+    assert CONTRACT.parameters_valid(op, {"taskInstanceId": "1", "subtaskInstanceId": "abc"}) is False
+    assert CONTRACT.parameters_valid(op, {"taskInstanceId": "1", "subtaskInstanceId": "+5"}) is None
+
+
+def test_fuzzing_copy_of_the_spec_has_no_parameter_examples():
+    raw = CONTRACT.without_parameter_examples()
+    path_params = [p for p in raw["components"]["parameters"].values() if p["in"] == "path"]
+    assert path_params and all("example" not in p and "examples" not in p for p in path_params)
+    assert "example" in CONTRACT.raw["components"]["parameters"]["subtaskInstanceId"]  # the original is untouched
+
+
+def test_a_bad_spec_is_a_spec_error(tmp_path):
+    (tmp_path / "bad.yaml").write_text("openapi: [\n")
+    (tmp_path / "swagger.yaml").write_text("swagger: '2.0'\npaths: {}\n")
+    for name in ("bad.yaml", "swagger.yaml", "missing.yaml"):
+        with pytest.raises(SpecError):
+            Contract.load(tmp_path / name)
+
+
+def test_importing_checks_registers_nothing_with_schemathesis():
+    import subprocess
+    import sys
+
+    code = (
+        "import contracts.checks, contracts.runner, contracts.pytest_plugin;"
+        "from schemathesis.checks import CHECKS, load_all_checks; load_all_checks();"
+        "assert not [n for n in CHECKS.get_all_names() if n.startswith(('ocp_', 'spec_'))]"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_st_checks_work_inside_schemathesis():
+    import schemathesis
+    from schemathesis.checks import CHECKS
+    from schemathesis.core.failures import FailureGroup
+
+    from contract_servers import TraceIdUpperCase, serving
+    from contracts import st_checks
+
+    try:
+        assert "ocp_trace_id" in CHECKS.get_all_names()
+        schema = schemathesis.openapi.from_dict(CONTRACT.without_parameter_examples(), config=schemathesis.Config())
+        with serving(TraceIdUpperCase().app()) as url:
+            schema.config.update(base_url=url, basic_auth=("admin", "admin"))
+            case = schema["/api/v2/tasks/instances/{taskInstanceId}/subtasks/{subtaskInstanceId}/retry"]["POST"].Case(
+                path_parameters={"taskInstanceId": 1, "subtaskInstanceId": 99999}
+            )
+            response = case.call()
+        with pytest.raises(FailureGroup) as info:
+            case.validate_response(response, checks=[CHECKS.get_one("ocp_trace_id")])
+        assert "Expected: traceId of 16 lower-case hex" in str(info.value.exceptions[0])
+        case.validate_response(response, checks=[CHECKS.get_one("ocp_envelope_status")])  # that one holds
+    finally:
+        for check in st_checks.REGISTERED:  # registration is global: leave the process as we found it
+            CHECKS.unregister(check.__name__)
+
+
+def test_every_check_is_documented():
+    from conftest import ROOT
+    from contracts.runner import BUILTIN_CHECKS
+
+    doc = (ROOT / "docs" / "contract-runner.md").read_text(encoding="utf-8")
+    names = [c.__name__ for c in (*checks.FIXTURE_CHECKS, *checks.RESPONSE_CHECKS)] + list(BUILTIN_CHECKS)
+    assert [name for name in names if f"`{name}`" not in doc] == []
