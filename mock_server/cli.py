@@ -108,6 +108,7 @@ def serve(host, port, seed, workers, users_file, no_auth, strict, spec_path, qui
             interface=Interfaces.WSGI,
             workers=workers,
             log_access=False,
+            workers_kill_timeout=5,  # a worker that does not stop within 5 s of SIGTERM is killed
             http1_settings=HTTP1Settings(header_read_timeout=int(header_timeout * 1000)),
         ).serve()
     finally:

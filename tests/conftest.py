@@ -97,18 +97,22 @@ class Served:
         self.signal(signal.SIGKILL)
         self.proc.wait(10)
 
-    def stop(self, timeout: float = 15) -> int:
-        self.signal(signal.SIGTERM)
+    def stop(self, timeout: float = 30) -> int:
+        """SIGTERM to the server (as a service manager sends it), then SIGKILL to all that is left."""
         try:
+            self.proc.send_signal(signal.SIGTERM)
             return self.proc.wait(timeout)
         except subprocess.TimeoutExpired:
-            self.kill()
-            raise
+            return -1
+        finally:
+            self.signal(signal.SIGKILL)  # workers a failed shutdown left behind
+            self.proc.wait(10)
 
 
 @pytest.fixture(scope="session")
 def served():
-    """One `ocp-mock serve --workers 2 --strict` for the session; tests reset the world they need."""
+    """One `ocp-mock serve --workers 2 --strict` for the session, its clock stopped (a test moves it with
+    POST /__mock/clock/advance); tests reset the world they need."""
     server = Served("--workers", "2", "--strict", "--quiet", "--clock-speed", "0")
     yield server.base
     server.stop()
