@@ -25,9 +25,8 @@ and the same calls at the same mock times give the same world.
 
 from __future__ import annotations
 
-import copy
 import random
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import timezone
 
 from typing import Callable
@@ -35,18 +34,20 @@ from typing import Callable
 from . import lifecycle, logs
 from .clock import to_datetime
 from .world import (
+    ACTIVE,
     FIXTURE_FAILED_SUBTASK_ID,
-    FIXTURE_TASK_ID,
-    FIRST_SUBTASK_ID,
+    FIXTURE_SUBTASK_IDS,
+    ROLLED_BACK_OPERATIONS,
     derive_task_status,
     format_time,
     task_prohibits_rollback,
 )
 
 OUTCOMES = ("succeed", "fail")
-SKIP_OPERATIONS = frozenset({"SKIP", "ROLLBACK_SKIP"})
-UNDO_OPERATIONS = frozenset({"ROLLBACK", "ROLLBACK_SKIP"})  # a run that succeeds leaves the subtask PENDING
-IN_MOTION = frozenset({"READY", "RUNNING", "CANCELING"})
+# A skip's operations (lifecycle's rule); a run with one of ROLLED_BACK_OPERATIONS that succeeds leaves the subtask
+# PENDING (undone); a subtask in an ACTIVE status has a transition planned.
+SKIP_OPERATIONS = frozenset({lifecycle.RULES["skip"].to_operation, lifecycle.RULES["skip"].rollback_operation})
+IN_MOTION = ACTIVE
 
 # Delays in mock milliseconds: (low, high), drawn per subtask and run.
 PICKUP_MS = (500, 2_500)  # READY -> RUNNING
@@ -105,7 +106,6 @@ FIXTURE_SCENARIOS = {
     FIXTURE_FAILED_SUBTASK_ID: Scenario(duration_ms=8_000),
     FIXTURE_FAILED_SUBTASK_ID + 1: Scenario(hang=True),
 }
-_FIXTURE_IDS = range(FIRST_SUBTASK_ID, FIRST_SUBTASK_ID + 6)
 
 
 @dataclass(frozen=True)
@@ -136,11 +136,14 @@ class Sub:
 
 @dataclass
 class TaskSlice:
+    """One task and all its subtasks. The task and subtask dicts are values: a change replaces them (a new dict),
+    never edits them in place, so a copy of the slice shares them safely."""
+
     task: dict  # the task as stored (TaskInstance fields without subtasks, plus subtaskIds)
     subs: dict[int, Sub]  # every subtask of the task, by id
 
     def copy(self) -> "TaskSlice":
-        return copy.deepcopy(self)
+        return TaskSlice(self.task, {sid: replace(sub, log=list(sub.log)) for sid, sub in self.subs.items()})
 
 
 def rng(ctx: Context, *key) -> random.Random:
@@ -155,7 +158,7 @@ def scenario_of(sub: Sub, ctx: Context) -> Scenario:
 
 
 def default_scenario(ctx: Context, subtask_id: int) -> Scenario:
-    if subtask_id in _FIXTURE_IDS:
+    if subtask_id in FIXTURE_SUBTASK_IDS:
         return FIXTURE_SCENARIOS.get(subtask_id, Scenario())
     weights, scenarios = zip(*DEFAULT_SCENARIOS)
     return rng(ctx, "scenario", subtask_id).choices(scenarios, weights)[0]
@@ -236,7 +239,7 @@ def _finish(sub: Sub, t: int, ctx: Context, cancelled: bool = False) -> None:
     if outcome != "skip":
         sub.runs += 1  # a skip does no work: it does not use up the scenario
     if outcome in ("succeed", "skip"):
-        if sub.doc.get("operation") in UNDO_OPERATIONS:
+        if sub.doc.get("operation") in ROLLED_BACK_OPERATIONS:
             _set_doc(sub, status="PENDING", finishTime=None)
         else:
             _set_doc(sub, status="SUCCESSFUL", finishTime=_stamp(t, ctx))

@@ -20,11 +20,11 @@ from typing import Callable
 import orjson
 
 from . import engine, logs
-from .clock import Clock, to_datetime, wall_ms
+from .clock import MAX_SPEED, Clock, to_datetime, wall_ms
 from .engine import Context, Scenario, Sub, TaskSlice
 from .envelope import dump_data, not_found
 from .store import Store
-from .world import format_time
+from .world import ACTIVE, format_time
 
 ADMIN_EXECUTOR = "127.0.0.1"  # the executor a state forced through the admin API gets, if it needs one
 RECHECK_S = 0.010  # how long a process trusts its last look at the clock and the earliest due transition
@@ -32,6 +32,8 @@ RECHECK_S = 0.010  # how long a process trusts its last look at the clock and th
 
 class Runtime:
     def __init__(self, store: Store, tz: timezone, clock_speed: float):
+        if not 0 <= clock_speed <= MAX_SPEED:
+            raise ValueError(f"clock_speed must be from 0 (stopped) to {MAX_SPEED:g}, got {clock_speed!r}")
         self.store = store
         self.tz = tz
         self.clock_speed = clock_speed
@@ -65,7 +67,7 @@ class Runtime:
             self.forget()
 
     def clock(self) -> Clock:
-        raw = self.store.meta(self.store._conn(), "clock")
+        raw = self.store.clock_and_next_due()[0]
         return Clock.loads(raw) if raw else Clock.start(self.clock_speed)
 
     def now_ms(self) -> int:
@@ -135,7 +137,8 @@ class Runtime:
         now = self._read_clock(conn).now_ms()
         ctx = self._ctx(conn)
         moving = [r[0] for r in conn.execute(
-            "SELECT DISTINCT task_id FROM subtask WHERE status IN ('READY', 'RUNNING', 'CANCELING') ORDER BY task_id")]
+            f"SELECT DISTINCT task_id FROM subtask WHERE status IN ({', '.join('?' * len(ACTIVE))}) ORDER BY task_id",
+            sorted(ACTIVE))]
         for task_id in moving:
             before, logged = self._load(conn, task_id)
             self._save(conn, before, engine.settle(before, now, ctx), ctx, logged)
@@ -228,8 +231,7 @@ class Runtime:
         if found is None:
             return None
         row, text = found
-        conn = self.store._conn()
-        ctx = Context(int(self.store.meta(conn, "seed") or 0), self.tz)
+        ctx = Context(self.store.seed() or 0, self.tz)
         doc = orjson.loads(row.doc)
         base = text if text is not None else logs.seeded_log(doc, ctx.seed, ctx.tz)
         sub = Sub(doc, row.due_at, Scenario.from_dict(orjson.loads(row.scenario)) if row.scenario else None, row.runs,
@@ -242,7 +244,7 @@ class Runtime:
         if found is None:
             return None
         row, _ = found
-        ctx = Context(int(self.store.meta(self.store._conn(), "seed") or 0), self.tz)
+        ctx = Context(self.store.seed() or 0, self.tz)
         scenario = Scenario.from_dict(orjson.loads(row.scenario)) if row.scenario else engine.default_scenario(ctx, row.id)
         state = {"scenario": scenario.as_dict(), "scenarioSource": "admin" if row.scenario else "seed",
                  "runs": row.runs}

@@ -71,8 +71,9 @@ NODE_TYPE = _SPEC.enum("NodeType")[0]
 TZ = timezone(timedelta(hours=8))
 ANCHOR = datetime(2024, 11, 1, 8, 0, 0, tzinfo=TZ)
 
-# Statuses during which a task still has work in flight: a task with any of these is RUNNING.
-_ACTIVE = frozenset({"READY", "RUNNING", "CANCELING"})
+# Statuses during which a task still has work in flight: a task with any of these is RUNNING (and the engine has a
+# transition planned for the subtask).
+ACTIVE = frozenset({"READY", "RUNNING", "CANCELING"})
 # A subtask whose rollback (or skip during a rollback) finished is PENDING again, with these operations; it keeps
 # the startTime and executor of the runs it had.
 ROLLED_BACK_OPERATIONS = frozenset({"ROLLBACK", "ROLLBACK_SKIP"})
@@ -256,7 +257,7 @@ def derive_task_status(statuses: Iterable[str], operation: str | None = None) ->
     seen = set(statuses)
     if seen <= ({"PENDING"} if operation == "ROLLBACK" else {"SUCCESSFUL"}):
         return "SUCCESSFUL"
-    if "FAILED" in seen and not (seen & _ACTIVE):
+    if "FAILED" in seen and not (seen & ACTIVE):
         return "FAILED"
     return "RUNNING"
 
@@ -464,6 +465,10 @@ def _fixture_plan() -> list[list[_Member]]:
         [_Member("FAILED"), _Member("RUNNING"), _Member("CANCELING"), _Member("READY")],
         [_Member("PENDING")],
     ]
+
+
+# The subtasks of the fixture task, whatever the seed.
+FIXTURE_SUBTASK_IDS = range(FIRST_SUBTASK_ID, FIRST_SUBTASK_ID + sum(map(len, _fixture_plan())))
 
 
 def _plan_task(fake, scenario: str, sizes: list[int]) -> list[list[_Member]]:

@@ -139,7 +139,7 @@ def test_filter_by_name_is_a_case_insensitive_substring_and_filters_combine(clie
 
 
 @pytest.mark.parametrize("key", ["id", "name", "status", "type", "createTime", "startTime", "finishTime"])
-@pytest.mark.parametrize("direction", ["asc", "desc", "DESC", None])
+@pytest.mark.parametrize("direction", ["asc", "desc", "DESC", "Asc", None])
 def test_sort(client, key, direction):
     query = f"sort={key}" + (f",{direction}" if direction else "")
     ids = [r["id"] for r in listing(client, query + "&size=2000")["contents"]]
