@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 ARGS   ?=
 PYTEST_ARGS ?=
 
-.PHONY: serve test contract fuzz clean browser
+.PHONY: serve test contract fuzz bench clean browser
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +33,9 @@ contract: $(VENV)/.installed-test  ## check a server against the contract: make 
 
 fuzz: $(VENV)/.installed-test  ## long schemathesis run against `ocp-mock serve` over HTTP: make fuzz N=5000
 	OCP_FUZZ_EXAMPLES=$(or $(N),5000) $(BIN)/python -m pytest tests/test_fuzz.py -k over_http -s -q -p no:randomly
+
+bench: $(VENV)/.installed  ## mock vs Prism vs bare Flask, see bench/RESULTS.md (ARGS="--duration 300": 5-minute soak)
+	$(BIN)/python bench/run.py $(ARGS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis reports

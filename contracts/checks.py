@@ -2,10 +2,12 @@
 and the contract, and either returns None (passed), returns NOT_APPLICABLE, or raises CheckFailure
 carrying what was expected and what came back. No I/O, no printing: the runner and reports do that.
 
-Two families:
+Three families:
 - RESPONSE_CHECKS run on every response of every phase (the envelope, content type, enums, times, the
-  400 rule, and validation against the spec).
-- FIXTURE_CHECKS judge the answers to the runner's fixture requests (retry semantics, auth, permissions).
+  400 rule, paging arithmetic, list filters, the subtask graph, and validation against the spec).
+- FIXTURE_CHECKS judge the answers to the runner's fixture requests (retry semantics, auth, permissions, the
+  refusals of the task family's actions).
+- CROSS_CHECKS compare two answers (a task's list row and its detail).
 
 Nothing here registers with schemathesis; `contracts.st_checks` does that on import.
 """
@@ -18,6 +20,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from functools import cached_property
 from typing import Any
+from urllib.parse import parse_qsl, urlsplit
 
 import orjson
 
@@ -29,10 +32,19 @@ NOT_APPLICABLE = "not applicable"  # truthy, so schemathesis reads it as "skippe
 CODE_GENERIC = 0
 TASK_NOT_EXISTS = 20000
 TASK_STATE_INVALID = 20003
+TASK_PROHIBIT_ROLLBACK = 20004
 NO_PERMISSION = 30014
 # The lifecycle values the retry rules talk about.
 FAILED, RETRY = "FAILED", "RETRY"
 TIME_ORDER = ("createTime", "startTime", "finishTime")
+# Names whose meaning lives in the spec's prose: a page (`data.contents` + `data.page`), the query parameters that
+# choose it, the list filters, a task's subtasks and the two sides of their graph, a subtask's log.
+CONTENTS, PAGE = "contents", "page"
+PAGE_NUMBER, PAGE_SIZE, TOTAL_ELEMENTS, TOTAL_PAGES = "number", "size", "totalElements", "totalPages"
+PAGE_PARAM, SIZE_PARAM = "page", "size"
+NAME_FILTER = "name"  # "tasks whose name contains it (case-insensitive)"; other filters that name a row property: equal
+SUBTASKS, UPSTREAMS, DOWNSTREAMS = "subtasks", "upstreams", "downstreams"
+LOG = "log"
 
 JSON = "application/json"
 TRACE_ID = re.compile(r"[0-9a-f]{16}\Z")
@@ -275,8 +287,8 @@ def ocp_server_id(ex: Exchange, contract: Contract):
 
 
 def ocp_time_order(ex: Exchange, contract: Contract):
-    """In `data` and every object inside it (a subtask, a task and its subtasks): createTime <= startTime
-    <= finishTime, for those present."""
+    """In `data` and every object inside it (a subtask, a task and each of its subtasks, a list row):
+    createTime <= startTime <= finishTime, for those present."""
     body = ex.envelope
     subjects = [node for node in _objects((body or {}).get("data")) if sum(k in node for k in TIME_ORDER) >= 2]
     if not subjects:
@@ -324,6 +336,126 @@ def ocp_business_rule_400(ex: Exchange, contract: Contract):
         raise CheckFailure("error.subErrors naming the rejected parameter on a 400 with code 0",
                            f"subErrors {_show(error.get('subErrors', _ABSENT))}")
     return None
+
+
+def _page_of(ex: Exchange, contract: Contract):
+    """(operation, data) when EX is a 2xx answer of an operation whose data the spec declares as a page
+    (`contents` + `page`), else None."""
+    op = contract.operation(ex.request.operation)
+    if op is None or not 200 <= ex.status < 300:
+        return None
+    props = contract.properties(contract.data_schema(op, ex.status) or {})
+    data = (ex.envelope or {}).get("data")
+    if CONTENTS not in props or PAGE not in props or not isinstance(data, dict):
+        return None
+    return op, data
+
+
+def ocp_paging(ex: Exchange, contract: Contract):
+    """A page adds up: `page.number` and `page.size` are the requested ones (the spec's defaults when left out),
+    `totalPages` = ceil(`totalElements` / `size`), and `contents` holds exactly the rows that page can hold: `size`
+    on a full page, the rest on the last one, none past the end."""
+    found = _page_of(ex, contract)
+    if found is None:
+        return NOT_APPLICABLE
+    op, data = found
+    page, contents = data.get(PAGE), data.get(CONTENTS)
+    fields = [page.get(k) for k in (PAGE_NUMBER, PAGE_SIZE, TOTAL_ELEMENTS, TOTAL_PAGES)] if isinstance(page, dict) else []
+    requested = contract.query_values(op, ex.request.url)
+    if not isinstance(contents, list) or not fields or not all(_is_int(v) for v in fields) or requested is None:
+        return NOT_APPLICABLE  # the shape is spec_body_schema's; an invalid request is negative_data_rejection's
+    number, size, total, pages = fields
+    for param, got, key in ((PAGE_PARAM, number, PAGE_NUMBER), (SIZE_PARAM, size, PAGE_SIZE)):
+        if param in requested and got != requested[param]:
+            raise CheckFailure(f"page.{key} {requested[param]} (the requested {param})", f"page.{key} {got}")
+    if size < 1:
+        return NOT_APPLICABLE  # an impossible size is the schema's finding
+    if pages != -(-total // size):
+        raise CheckFailure(
+            f"page.totalPages = ceil(totalElements / size) = ceil({total} / {size}) = {-(-total // size)}",
+            f"page.totalPages {pages}",
+        )
+    expected = max(0, min(size, total - (number - 1) * size))
+    if len(contents) != expected:
+        where = "past the last page" if expected == 0 else f"on page {number} of {pages}"
+        raise CheckFailure(
+            f"{expected} row(s) {where} ({total} in all, {size} a page)", f"{len(contents)} row(s) in data.contents"
+        )
+    return None
+
+
+def ocp_list_filters(ex: Exchange, contract: Contract):
+    """Every row of a filtered page matches the filters: a filter that names a row property (`status`) equals it,
+    and the row's `name` contains the `name` filter, case-insensitively (judged for ASCII filters only, where
+    case-insensitive has one meaning)."""
+    found = _page_of(ex, contract)
+    if found is None:
+        return NOT_APPLICABLE
+    op, data = found
+    rows = data.get(CONTENTS)
+    sent = {name for name, _ in parse_qsl(urlsplit(ex.request.url).query, keep_blank_values=True)}
+    requested = contract.query_values(op, ex.request.url)
+    row_props = contract.properties(contract.items_schema(contract.data_schema(op, ex.status), CONTENTS) or {})
+    if not isinstance(rows, list) or requested is None:
+        return NOT_APPLICABLE
+    filters = {k: v for k, v in requested.items() if k in sent and k in row_props}
+    if NAME_FILTER in filters and not filters[NAME_FILTER].isascii():
+        del filters[NAME_FILTER]
+    if not filters or not rows:
+        return NOT_APPLICABLE
+    for index, row in enumerate(rows):
+        if not isinstance(row, dict):
+            continue
+        for name, wanted in filters.items():
+            got = row.get(name, _ABSENT)
+            if name == NAME_FILTER:
+                if not isinstance(got, str) or wanted.lower() not in got.lower():
+                    raise CheckFailure(f"every row's {name} contains {wanted!r} (any case)",
+                                       f"contents/{index}/{name} = {_show(got)}")  # fmt: skip
+            elif got != wanted:
+                raise CheckFailure(f"every row's {name} {_show(wanted)} (the filter)", f"contents/{index}/{name} = {_show(got)}")
+    return None
+
+
+def _long(value: Any) -> Any:
+    """A Long as a comparable key: 10001 and "10001" are the same id."""
+    if isinstance(value, str) and re.fullmatch(r"-?[0-9]+", value):
+        return int(value)
+    return value if _is_int(value) else repr(value)
+
+
+def ocp_subtask_links(ex: Exchange, contract: Contract):
+    """Inside one task the subtask graph is symmetric: B is among A's downstreams exactly when A is among B's
+    upstreams, and every upstream and downstream is a subtask of the same task."""
+    schema = _declared_schema(ex, contract)
+    body = ex.envelope
+    if schema is None or body is None:
+        return NOT_APPLICABLE
+    seen = False
+    for where, sub, value in contract.walk(schema, body):
+        items = contract.items_schema(sub, SUBTASKS)
+        if items is None or not {UPSTREAMS, DOWNSTREAMS} <= set(contract.properties(items)) or not isinstance(value, dict):
+            continue
+        subtasks = [s for s in value.get(SUBTASKS) or [] if isinstance(s, dict) and "id" in s]
+        sides = {
+            _long(s["id"]): {side: [_long(i) for i in s.get(side) or [] if not isinstance(i, (dict, list))]
+                             for side in (UPSTREAMS, DOWNSTREAMS)}
+            for s in subtasks
+        }  # fmt: skip
+        seen = seen or bool(sides)
+        for sid, links in sides.items():
+            for side, other_side in ((UPSTREAMS, DOWNSTREAMS), (DOWNSTREAMS, UPSTREAMS)):
+                for other in links[side]:
+                    if other not in sides:
+                        raise CheckFailure(f"the {side} of subtask {sid} are subtasks of task {_show(value.get('id', _ABSENT))}",
+                                           f"{where}/{SUBTASKS}: subtask {sid} names {other} among its {side}, not a "
+                                           "subtask of this task")  # fmt: skip
+                    if sid not in sides[other][other_side]:
+                        raise CheckFailure(f"subtask {other} lists {sid} among its {other_side} ({sid} lists {other} "
+                                           f"among its {side})",
+                                           f"{where}/{SUBTASKS}: subtask {other} has {other_side} "
+                                           f"{_show(sides[other][other_side])}")  # fmt: skip
+    return None if seen else NOT_APPLICABLE
 
 
 def spec_status_declared(ex: Exchange, contract: Contract):
@@ -386,6 +518,9 @@ RESPONSE_CHECKS: tuple[Check, ...] = (
     ocp_time_order,
     ocp_enum_values,
     ocp_business_rule_400,
+    ocp_paging,
+    ocp_list_filters,
+    ocp_subtask_links,
     spec_status_declared,
     spec_content_type,
     spec_body_schema,
@@ -444,6 +579,39 @@ def fixture_unknown_subtask(ex: Exchange, contract: Contract):
     _expect_error(ex, 404, TASK_NOT_EXISTS)
 
 
+def fixture_skip_not_failed(ex: Exchange, contract: Contract):
+    """Skipping a subtask that is not FAILED is refused with 400 (error.code 20003)."""
+    _expect_error(ex, 400, TASK_STATE_INVALID)
+
+
+def fixture_cancel_not_running(ex: Exchange, contract: Contract):
+    """Cancelling a subtask that is not RUNNING is refused with 400 (error.code 20003)."""
+    _expect_error(ex, 400, TASK_STATE_INVALID)
+
+
+def fixture_subtask_log(ex: Exchange, contract: Contract):
+    """The log of the FAILED fixture answers 200 with `data.log` a string."""
+    data = (ex.envelope or {}).get("data")
+    log = data.get(LOG, _ABSENT) if isinstance(data, dict) else _ABSENT
+    if ex.status != 200 or not isinstance(log, str):
+        raise CheckFailure(f"HTTP 200 with data.{LOG} a string", f"HTTP {ex.status}, data.{LOG} {_show(log)[:80]}")
+
+
+def fixture_unknown_task(ex: Exchange, contract: Contract):
+    """Getting a task that does not exist answers 404 (error.code 20000)."""
+    _expect_error(ex, 404, TASK_NOT_EXISTS)
+
+
+def fixture_task_not_failed(ex: Exchange, contract: Contract):
+    """Retrying, or rolling back, a task that is not FAILED (a SUCCESSFUL one) is refused with 400 (error.code 20003)."""
+    _expect_error(ex, 400, TASK_STATE_INVALID)
+
+
+def fixture_rollback_prohibited(ex: Exchange, contract: Contract):
+    """Rolling back a FAILED task whose `prohibitRollback` is true is refused with 400 (error.code 20004)."""
+    _expect_error(ex, 400, TASK_PROHIBIT_ROLLBACK)
+
+
 FIXTURE_CHECKS: tuple[Check, ...] = (
     fixture_no_credentials,
     fixture_viewer_forbidden,
@@ -451,7 +619,65 @@ FIXTURE_CHECKS: tuple[Check, ...] = (
     fixture_retry_again,
     fixture_retry_non_failed,
     fixture_unknown_subtask,
+    fixture_skip_not_failed,
+    fixture_cancel_not_running,
+    fixture_subtask_log,
+    fixture_unknown_task,
+    fixture_task_not_failed,
+    fixture_rollback_prohibited,
 )
+
+
+# -- cross checks: two answers that must agree ---------------------------------------------------------
+
+
+def ocp_list_row_matches_detail(ex: Exchange, contract: Contract, row: dict | None = None,
+                                row_again: dict | None = None, list_operation: str = "listTaskInstances"):
+    """A task's list row agrees with its detail (getTaskInstance): every property the row declares that the
+    detail declares too has the same value, and the row's subtasks are the detail's, in the same order, with the
+    same values. The row is fetched twice, before and after the detail; a value that changed between the two
+    (the task moved on) is not compared (ROW_AGAIN None: the task is known to stand still, compare everything)."""
+    list_op, detail_op = contract.operation(list_operation), contract.operation(ex.request.operation)
+    detail = (ex.envelope or {}).get("data")
+    if not isinstance(row, dict) or list_op is None or detail_op is None:
+        return NOT_APPLICABLE
+    task = _show(row.get("id", _ABSENT))
+    if ex.status != 200 or not isinstance(detail, dict):
+        raise CheckFailure(f"HTTP 200 with the detail of listed task {task}", f"HTTP {ex.status}")
+    row_schema = contract.items_schema(contract.data_schema(list_op), CONTENTS) or {}
+    detail_props = contract.properties(contract.data_schema(detail_op) or {})
+    again = row_again if isinstance(row_again, dict) else row
+
+    def compare(props: dict, mine: dict, mine_again: dict, theirs: dict, where: str) -> None:
+        for name, schema in props.items():
+            if name not in detail_props or name == SUBTASKS:
+                continue
+            value, value_again = mine.get(name, _ABSENT), mine_again.get(name, _ABSENT)
+            if value != value_again:
+                continue  # it moved while we looked
+            got = theirs.get(name, _ABSENT)
+            if got != value:
+                raise CheckFailure(f"the detail of listed task {task} agrees with its row: {where}{name} {_show(value)}",
+                                   f"{where}{name} {_show(got)} in the detail")  # fmt: skip
+
+    compare(contract.properties(row_schema), row, again, detail, "")
+    sub_props = contract.properties(contract.items_schema(row_schema, SUBTASKS) or {})
+    rows_subs, detail_subs = row.get(SUBTASKS), detail.get(SUBTASKS)
+    if sub_props and isinstance(rows_subs, list) and isinstance(detail_subs, list):
+        ids = [_long(s.get("id")) if isinstance(s, dict) else None for s in rows_subs]
+        detail_ids = [_long(s.get("id")) if isinstance(s, dict) else None for s in detail_subs]
+        if ids != detail_ids:
+            raise CheckFailure(f"the detail of listed task {task} has the row's subtasks in the row's order: {ids}",
+                               f"subtasks {detail_ids} in the detail")  # fmt: skip
+        again_subs = again.get(SUBTASKS) if isinstance(again.get(SUBTASKS), list) else rows_subs
+        for index, (mine, theirs) in enumerate(zip(rows_subs, detail_subs)):
+            mine_again = again_subs[index] if index < len(again_subs) and isinstance(again_subs[index], dict) else mine
+            if isinstance(mine, dict) and isinstance(theirs, dict):
+                compare(sub_props, mine, mine_again, theirs, f"subtasks/{index} (id {ids[index]}) ")
+    return None
+
+
+CROSS_CHECKS: tuple[Check, ...] = (ocp_list_row_matches_detail,)
 
 
 def describe(check: Callable) -> str:

@@ -24,19 +24,27 @@ def cli() -> None:
 @click.option("--base-url", required=True, help="The server to check, e.g. http://127.0.0.1:8080.")
 @click.option("--spec", "spec_path", type=click.Path(exists=True, dir_okay=False),
               help="The contract. Default: the openapi.yaml shipped with this package.")
-@click.option("--user", default="admin", show_default=True, envvar="OCP_USER", help="A user with TASK_MANAGER.")
+@click.option("--user", default="admin", show_default=True, envvar="OCP_USER",
+              help="A user with TASK_MANAGER and TASK_VIEWER.")
 @click.option("--password", default="admin", show_default=True, envvar="OCP_PASSWORD", show_envvar=True)
 @click.option("--viewer-user", default="viewer", show_default=True, envvar="OCP_VIEWER_USER",
               help="A user without TASK_MANAGER; '' to skip the permission check.")
 @click.option("--viewer-password", default="viewer", show_default=True, envvar="OCP_VIEWER_PASSWORD", show_envvar=True)
-@click.option("--task-id", default=1000, show_default=True, type=INT64, help="The task of the fixture subtasks.")
-@click.option("--failed-subtask-id", default=10001, show_default=True, type=INT64,
-              help="A FAILED subtask. The run retries it (ocp-mock's world is reset first).")
-@click.option("--non-failed-subtask-id", default=10002, show_default=True, type=INT64, help="A subtask that is not FAILED.")
+@click.option("--task-id", type=INT64,
+              help="The task of the fixture subtasks. Default: found through the read endpoints (the oldest FAILED "
+                   "task with a FAILED subtask and a non-FAILED one).")
+@click.option("--failed-subtask-id", type=INT64,
+              help="A FAILED subtask; the run retries it (ocp-mock's world is reset first). Default: found in the task.")
+@click.option("--non-failed-subtask-id", type=INT64, help="A subtask that is not FAILED. Default: found in the task.")
 @click.option("--unknown-subtask-id", default=UNKNOWN_SUBTASK_ID, show_default=True, type=INT64,
-              help="A subtask id that does not exist.")
+              help="A subtask (and task) id that does not exist.")
 @click.option("--max-examples", default=DEFAULT_MAX_EXAMPLES, show_default=True, type=click.IntRange(1),
               help="Generated requests per operation and phase (schemathesis).")
+@click.option("--fuzz-operation", "fuzz_operations", multiple=True, metavar="OPERATION_ID",
+              help="Fuzz only this operation (repeatable). Default: every operation of the spec.")
+@click.option("--no-fuzzing", is_flag=True, help="Skip schemathesis: the OCP phases only (a few seconds).")
+@click.option("--stateful/--no-stateful", default=True, show_default=True,
+              help="schemathesis' stateful phase (follows the spec's links; max-examples/4 scenarios).")
 @click.option("--seed", type=click.IntRange(0), help="Seed of the generated requests (default: random, reported).")
 @click.option("--workers", default=1, show_default=True, type=click.IntRange(1, 64), help="schemathesis workers.")
 @click.option("--mock-reset/--no-mock-reset", default=True, show_default=True,
@@ -46,16 +54,19 @@ def cli() -> None:
 @click.option("--report-md", type=click.Path(dir_okay=False, writable=True), help="Write a Markdown report here.")
 @click.option("--quiet", is_flag=True, help="No progress lines, only the summary.")
 def run(base_url, spec_path, user, password, viewer_user, viewer_password, task_id, failed_subtask_id,
-        non_failed_subtask_id, unknown_subtask_id, max_examples, seed, workers, mock_reset, report_json,
-        report_junit, report_md, quiet) -> int:
+        non_failed_subtask_id, unknown_subtask_id, max_examples, fuzz_operations, no_fuzzing, stateful, seed, workers,
+        mock_reset,
+        report_json, report_junit, report_md, quiet) -> int:
     """Check the server at --base-url; exit 0 conformant, 1 not conformant, 2 could not test."""
-    if len({failed_subtask_id, non_failed_subtask_id, unknown_subtask_id}) < 3:
+    given = [i for i in (failed_subtask_id, non_failed_subtask_id, unknown_subtask_id) if i is not None]
+    if len(set(given)) < len(given):
         raise click.BadParameter("the failed, non-failed and unknown subtask ids must differ")
     options = Options(
         base_url=base_url, spec_path=spec_path, user=user, password=password,
         viewer_user=viewer_user or None, viewer_password=viewer_password,
         task_id=task_id, failed_subtask_id=failed_subtask_id, non_failed_subtask_id=non_failed_subtask_id,
         unknown_subtask_id=unknown_subtask_id, max_examples=max_examples, seed=seed, workers=workers,
+        fuzz_operations=() if no_fuzzing else (tuple(fuzz_operations) or None), stateful=stateful,
         reset_mock=mock_reset,
     )  # fmt: skip
     progress = None if quiet else (lambda message: click.echo(message, err=True))

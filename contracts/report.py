@@ -42,6 +42,7 @@ def as_dict(result: Result) -> dict:
             "cases_per_second": round(result.cases_per_second, 1),
         },
         "phases": [{"name": p.name, "requests": p.requests, "seconds": round(p.seconds, 3)} for p in result.phases],
+        "fixtures": result.fixtures,
         "notes": list(result.notes),
         "checks": [
             {

@@ -113,6 +113,7 @@ class Result:
     phases: list[PhaseStat] = field(default_factory=list)
     seconds: float = 0.0
     notes: list[str] = field(default_factory=list)
+    fixtures: dict | None = None  # the ids the fixture checks used, and how the runner came by them
 
     @property
     def exit_code(self) -> int:

@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qsl, urlsplit
 
 import yaml
 from jsonschema import Draft202012Validator
@@ -176,6 +177,39 @@ class Contract:
             names |= self.required(sub)
         return names
 
+    def property_schema(self, schema: Any, name: str) -> dict | None:
+        """The (resolved) schema SCHEMA gives its property NAME, through $ref and allOf; None when it has none."""
+        schema = self.resolve(schema)
+        if not isinstance(schema, dict):
+            return None
+        found = schema.get("properties", {}).get(name)
+        if found is not None:
+            return self.resolve(found)
+        for sub in schema.get("allOf", []):
+            found = self.property_schema(sub, name)
+            if found is not None:
+                return found
+        return None
+
+    def properties(self, schema: Any) -> dict[str, dict]:
+        """Every property SCHEMA declares (name -> resolved schema), through $ref and allOf."""
+        schema = self.resolve(schema)
+        found: dict[str, dict] = {}
+        if isinstance(schema, dict):
+            for sub in schema.get("allOf", []):
+                found.update(self.properties(sub))
+            found.update({k: self.resolve(v) for k, v in schema.get("properties", {}).items()})
+        return found
+
+    def data_schema(self, operation: Operation, status: int = 200) -> dict | None:
+        """The schema of `data` in OPERATION's STATUS answer (OCP's envelope), or None."""
+        return self.property_schema(self.body_schema(operation, status, None) or {}, "data")
+
+    def items_schema(self, schema: Any, name: str) -> dict | None:
+        """The items schema of SCHEMA's array property NAME, or None."""
+        array = self.property_schema(schema, name)
+        return self.resolve(array["items"]) if isinstance(array, dict) and isinstance(array.get("items"), dict) else None
+
     def body_schema(self, operation: Operation, status: int, media_type: str | None) -> dict | None:
         """The schema the spec declares for this response's body (the JSON one when the media type is
         not declared), or None."""
@@ -203,6 +237,28 @@ class Contract:
             if one is None:
                 verdict = None
         return verdict
+
+    def query_values(self, operation: Operation, url: str) -> dict[str, Any] | None:
+        """OPERATION's query parameters as URL sends them, typed, with the spec's defaults for those left out (a
+        parameter without a default and not sent is absent). None when one is repeated or not schema-valid (what
+        the server should do then is for negative_data_rejection to judge)."""
+        sent: dict[str, list[str]] = {}
+        for name, value in parse_qsl(urlsplit(url).query, keep_blank_values=True):
+            sent.setdefault(name, []).append(value)
+        values: dict[str, Any] = {}
+        for param in operation.parameters:
+            if param.get("in") != "query":
+                continue
+            name, schema = param["name"], self.resolve(param.get("schema", {}))
+            texts = sent.get(name)
+            if texts is None:
+                if "default" in schema:
+                    values[name] = schema["default"]
+                continue
+            if len(texts) != 1 or not self._parameter_valid(schema, texts[0]):
+                return None
+            values[name] = int(texts[0]) if schema.get("type") == "integer" else texts[0]
+        return values
 
     def _parameter_valid(self, schema: dict, text: str) -> bool | None:
         if schema.get("type") == "integer":

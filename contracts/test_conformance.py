@@ -11,7 +11,15 @@ import pytest
 
 from contracts import checks, report, runner
 
-CHECK_NAMES = [c.__name__ for c in (*checks.FIXTURE_CHECKS, *checks.RESPONSE_CHECKS)] + list(runner.BUILTIN_CHECKS)
+CHECK_NAMES = [c.__name__ for c in (*checks.FIXTURE_CHECKS, *checks.RESPONSE_CHECKS, *checks.CROSS_CHECKS)] + list(
+    runner.BUILTIN_CHECKS
+)
+
+
+def _fuzz_operations(text: str | None) -> tuple[str, ...] | None:
+    if text is None:
+        return None
+    return () if text.strip().lower() == "none" else tuple(t.strip() for t in text.split(",") if t.strip())
 
 
 @pytest.fixture(scope="session")
@@ -28,6 +36,7 @@ def ocp_result(pytestconfig):
         failed_subtask_id=opt("ocp_failed_subtask_id"),
         non_failed_subtask_id=opt("ocp_non_failed_subtask_id"),
         max_examples=opt("ocp_max_examples") or runner.DEFAULT_MAX_EXAMPLES,
+        fuzz_operations=_fuzz_operations(opt("ocp_fuzz_operation")),
         seed=opt("ocp_seed"),
     )
     result = runner.run(options)

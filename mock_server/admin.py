@@ -210,4 +210,7 @@ def make_blueprint(mock: "Mock") -> Blueprint:
         _, changed = runtime.advance(int(round(seconds * 1000)))
         return clock_state(tasksChanged=changed)
 
+    from .scenarios import make_blueprint as scenarios_blueprint
+
+    bp.register_blueprint(scenarios_blueprint(mock))  # /scenarios, /scenarios/reset, /faults (the token check applies)
     return bp

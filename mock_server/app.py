@@ -30,7 +30,8 @@ from .store import Store
 log = logging.getLogger("ocp_mock")
 access_log = logging.getLogger("ocp_mock.access")
 JSON = "application/json"
-# Answers about the request's size, made before any operation runs; they use the error envelope.
+# Answers about the request's size, made before any operation runs; they use the error envelope. Injected faults
+# (faults.py, g.ocp_injected) are checked the same way: against ErrorResponse, whatever the operation declares.
 TRANSPORT_LIMITS = frozenset({413, 431})
 
 
@@ -45,6 +46,7 @@ class Mock:
     envelope: Envelope
     violations: list = field(default_factory=list)  # strict mode: responses that broke the contract
     runtime: Runtime | None = None  # the world in time: clock, engine, actions (set by create_app)
+    after_reset: list = field(default_factory=list)  # called after each reset (faults.py: other processes notice)
 
     def build_world(self, seed: int):
         return world_module.build_world(seed, task_count=self.config.task_count)
@@ -52,6 +54,8 @@ class Mock:
     def reset(self, seed: int | None = None) -> int:
         seed = self.config.seed if seed is None else seed
         self.store.reset(seed, self.build_world)
+        for hook in self.after_reset:
+            hook()
         return seed
 
     # -- bodies ------------------------------------------------------------------------------------
@@ -78,7 +82,7 @@ class Mock:
             body = orjson.loads(response.get_data())
         except orjson.JSONDecodeError as exc:
             return f"body is not JSON: {exc}"
-        if operation is not None and response.status_code not in TRANSPORT_LIMITS:
+        if operation is not None and response.status_code not in TRANSPORT_LIMITS and not g.get("ocp_injected"):
             validator = operation.response_validator(response.status_code)
             if validator is None:
                 return f"status {response.status_code} is not declared for {operation.operation_id}"
@@ -204,6 +208,7 @@ def _add_hooks(app: Flask, mock: Mock) -> None:
 
     max_header_bytes = mock.config.max_header_bytes
     max_body_bytes = mock.config.max_body_bytes
+    intercept = app.extensions.get("ocp_mock.intercept")  # faults.py: injected faults, Prefer's forced answers
 
     @app.before_request
     def start():
@@ -215,10 +220,12 @@ def _add_hooks(app: Flask, mock: Mock) -> None:
             raise OcpError(431, CODE_GENERIC, f"Request headers are larger than {max_header_bytes} bytes.")
         if (request.content_length or 0) > max_body_bytes:
             raise OcpError(413, CODE_GENERIC, f"Request body is larger than {max_body_bytes} bytes.")
+        if intercept is not None:  # routed and within the limits: an injected answer replaces the operation's
+            return intercept(environ)
 
     @app.after_request
     def finish(response: Response):
-        if strict:
+        if strict and g.get("ocp_injected") != "drop":  # a dropped connection has no body to check
             op = mock.spec.operations.get(request.endpoint or "") if request.blueprint is None else None
             problem = mock.contract_problem(op, response)
             if problem:

@@ -59,6 +59,10 @@ class Config:
     # The mock's clock: mock seconds per real second (1: real time; 0: stopped, moved only by the admin API).
     clock_speed: float = DEFAULT_CLOCK_SPEED
     cors_origins: list[str] = field(default_factory=lambda: list(DEFAULT_CORS_ORIGINS))  # [] turns CORS off
+    # Scenario files (scenarios.py): every process loads them (to apply by name); create_app applies them, in order,
+    # when apply_scenarios (`ocp-mock serve` applies them once, before its workers start).
+    scenario_files: list[str] = field(default_factory=list)
+    apply_scenarios: bool = True
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self))

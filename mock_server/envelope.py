@@ -88,8 +88,12 @@ def _long_safe(value):
 
 
 def dump_data(obj) -> bytes:
-    """Serialises a `data` object once, in wire form (sorted keys, nulls dropped, big Longs as strings)."""
-    return orjson.dumps(_long_safe(obj), option=orjson.OPT_SORT_KEYS)
+    """Serialises a `data` object once, in wire form (sorted keys, big Longs as strings).
+    orjson refuses integers beyond 53 bits under OPT_STRICT_INTEGER; only then is the object walked."""
+    try:
+        return orjson.dumps(obj, option=orjson.OPT_SORT_KEYS | orjson.OPT_STRICT_INTEGER)
+    except orjson.JSONEncodeError:
+        return orjson.dumps(_long_safe(obj), option=orjson.OPT_SORT_KEYS)
 
 
 def new_trace_id() -> str:

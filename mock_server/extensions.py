@@ -28,8 +28,10 @@ access_log = logging.getLogger("ocp_mock.access")
 
 def init_extensions(app: "Flask", mock: "Mock") -> None:
     """Called by create_app after the spec's operations are routed and before the admin API."""
-    from . import cors, docs
+    from . import cors, docs, faults, scenarios
 
+    faults.init_app(app, mock)  # injected faults and Prefer's forced answers (called from app.py's before-request hook)
+    scenarios.init_app(app, mock)  # Config.scenario_files: loaded, and applied when Config.apply_scenarios
     docs.init_app(app, mock)
     cors.init_app(app, mock)  # last, so outermost
 

@@ -13,6 +13,7 @@ bounds how late another process's change is seen (10 ms), and keeps the hot path
 
 from __future__ import annotations
 
+import threading
 import time
 from datetime import timezone
 from typing import Callable
@@ -41,6 +42,7 @@ class Runtime:
         self._clock: Clock | None = None
         self._due: int | None = None  # the earliest due transition at the last look
         self._look_again = 0.0  # time.monotonic() after which tick() looks again
+        self._catching = threading.Lock()  # held by the thread applying due transitions
         store.after_load = self._after_load
 
     # -- the clock ---------------------------------------------------------------------------------------
@@ -110,7 +112,13 @@ class Runtime:
             if raw is not None and raw != self._clock_raw:
                 self._clock, self._clock_raw = Clock.loads(raw), raw
         if self._due is not None and self._clock is not None and self._due <= self._clock.now_ms(wall_ms()):
-            self.catch_up()
+            # One thread of the process applies them; the others answer from the world as it is (at most one
+            # catch-up behind, as they would be 10 ms before) instead of queueing for the write lock.
+            if self._catching.acquire(blocking=False):
+                try:
+                    self.catch_up()
+                finally:
+                    self._catching.release()
 
     def forget(self) -> None:
         """This process changed the world or the clock: the next tick() looks again."""
@@ -188,6 +196,27 @@ class Runtime:
 
         try:
             return self.store.transaction(work)
+        finally:
+            self.forget()
+
+    def batch(self, work: Callable[..., object]):
+        """Runs WORK(conn, change) in one transaction, where change(task_id, fn) runs fn(slice, now, ctx) on the task's
+        slice and saves what it returns: several tasks' changes are all saved, or none if WORK raises (scenarios.py)."""
+        def run(conn):
+            now, ctx = self._read_clock(conn).now_ms(), self._ctx(conn)
+
+            def change(task_id: int, fn: Callable[[TaskSlice, int, Context], TaskSlice]) -> TaskSlice:
+                before, logged = self._load(conn, task_id)
+                if before is None:
+                    raise not_found(task_id)
+                after = fn(before, now, ctx)
+                self._save(conn, before, after, ctx, logged)
+                return after
+
+            return work(conn, change)
+
+        try:
+            return self.store.transaction(run)
         finally:
             self.forget()
 

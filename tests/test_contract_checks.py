@@ -208,5 +208,143 @@ def test_every_check_is_documented():
     from contracts.runner import BUILTIN_CHECKS
 
     doc = (ROOT / "docs" / "contract-runner.md").read_text(encoding="utf-8")
-    names = [c.__name__ for c in (*checks.FIXTURE_CHECKS, *checks.RESPONSE_CHECKS)] + list(BUILTIN_CHECKS)
+    names = [c.__name__ for c in (*checks.FIXTURE_CHECKS, *checks.RESPONSE_CHECKS, *checks.CROSS_CHECKS)] + list(BUILTIN_CHECKS)
     assert [name for name in names if f"`{name}`" not in doc] == []
+
+
+# -- the task family -------------------------------------------------------------------------------------
+
+LIST_URL = "http://ocp.test/api/v2/tasks/instances"
+TASK_URL = "http://ocp.test/api/v2/tasks/instances/1003"
+LIST_BODY = CONTRACT.operation("listTaskInstances").responses["200"]["content"]["application/json"]["example"]
+TASK_BODY = CONTRACT.raw["components"]["examples"]["TaskInstanceFailed"]["value"]
+
+
+def family(operation: str, url: str, body, status: int = 200, method: str = "GET") -> Exchange:
+    return Exchange(RequestInfo(method, url, operation=operation, valid=True), status,
+                    {"Content-Type": "application/json"}, json.dumps(body))  # fmt: skip
+
+
+def a_page(url: str, number: int, size: int, total: int, rows: int, pages: int | None = None) -> Exchange:
+    row = LIST_BODY["data"]["contents"][0]
+    page = {"number": number, "size": size, "totalElements": total,
+            "totalPages": -(-total // size) if pages is None else pages}  # fmt: skip
+    return family("listTaskInstances", url, envelope(200, data={"contents": [row] * rows, "page": page}))
+
+
+def a_task(**changes) -> Exchange:
+    data = copy.deepcopy(TASK_BODY["data"])
+    data.update(changes)
+    return family("getTaskInstance", TASK_URL, {**TASK_BODY, "data": data})
+
+
+@pytest.mark.parametrize("check", checks.RESPONSE_CHECKS, ids=lambda c: c.__name__)
+def test_the_specs_own_family_examples_pass_every_response_check(check):
+    for ex in (family("listTaskInstances", LIST_URL, LIST_BODY), family("getTaskInstance", TASK_URL, TASK_BODY),
+               family("retryTask", TASK_URL + "/retry", CONTRACT.raw["components"]["examples"]["TaskInstanceRetried"]["value"], method="POST"),
+               a_page(LIST_URL + "?page=3&size=3", 3, 3, 7, 1), a_page(LIST_URL + "?page=9&size=3", 9, 3, 7, 0),
+               a_page(LIST_URL + "?status=FAILED&size=2000", 1, 2000, 0, 0)):  # fmt: skip
+        assert check(ex, CONTRACT) in (None, NOT_APPLICABLE), ex.request.url
+
+
+@pytest.mark.parametrize(
+    "ex, expected",
+    [
+        (a_page(LIST_URL + "?size=3", 1, 3, 7, 3, pages=2), "ceil(7 / 3) = 3"),
+        (a_page(LIST_URL + "?size=3", 1, 3, 0, 0, pages=1), "ceil(0 / 3) = 0"),
+        (a_page(LIST_URL + "?page=2&size=3", 1, 3, 7, 3), "page.number 2 (the requested page)"),
+        (a_page(LIST_URL, 1, 20, 7, 7), "page.size 10 (the requested size)"),  # the spec's default size
+        (a_page(LIST_URL + "?size=3", 1, 3, 7, 2), "3 row(s) on page 1 of 3"),
+        (a_page(LIST_URL + "?page=3&size=3", 3, 3, 7, 3), "1 row(s) on page 3 of 3"),
+        (a_page(LIST_URL + "?page=4&size=3", 4, 3, 7, 1), "0 row(s) past the last page"),
+    ],
+)
+def test_paging_arithmetic(ex, expected):
+    assert expected in fails(checks.ocp_paging, ex).expected
+
+
+def test_paging_leaves_invalid_requests_to_negative_data_rejection():
+    assert checks.ocp_paging(a_page(LIST_URL + "?size=0", 1, 3, 7, 0), CONTRACT) == NOT_APPLICABLE
+    assert checks.ocp_paging(a_page(LIST_URL + "?page=1&page=2", 1, 10, 7, 0), CONTRACT) == NOT_APPLICABLE
+    assert CONTRACT.query_values(CONTRACT.operation("listTaskInstances"), LIST_URL + "?page=2&status=FAILED") == {
+        "status": "FAILED", "page": 2, "size": 10, "sort": "id,desc"}  # fmt: skip
+
+
+def test_list_filters():
+    row = LIST_BODY["data"]["contents"][0]  # Restart cluster, FAILED
+    ok = family("listTaskInstances", LIST_URL + "?status=FAILED&name=RESTART", LIST_BODY)
+    assert checks.ocp_list_filters(ok, CONTRACT) is None
+    assert "status \"RUNNING\"" in fails(checks.ocp_list_filters, family("listTaskInstances", LIST_URL + "?status=RUNNING", LIST_BODY)).expected
+    fails(checks.ocp_list_filters, family("listTaskInstances", LIST_URL + "?name=backup", LIST_BODY))
+    assert checks.ocp_list_filters(family("listTaskInstances", LIST_URL + "?name=%C3%9F", LIST_BODY), CONTRACT) == NOT_APPLICABLE
+    assert checks.ocp_list_filters(family("listTaskInstances", LIST_URL + "?type=SCHEDULED", LIST_BODY), CONTRACT) == NOT_APPLICABLE
+    assert row["status"] == "FAILED"
+
+
+def test_subtask_links_are_symmetric_inside_a_task():
+    subtasks = copy.deepcopy(TASK_BODY["data"]["subtasks"])
+    subtasks[0]["downstreams"] = []  # 10022 still names 10021 as its upstream
+    failure = fails(checks.ocp_subtask_links, a_task(subtasks=subtasks))
+    assert "10021 lists 10022 among its downstreams" in failure.expected
+    subtasks = copy.deepcopy(TASK_BODY["data"]["subtasks"])
+    subtasks[2]["downstreams"] = [99999]
+    assert "not a subtask of this task" in fails(checks.ocp_subtask_links, a_task(subtasks=subtasks)).received
+    assert checks.ocp_subtask_links(exchange(200), CONTRACT) == NOT_APPLICABLE  # one subtask: no graph to judge
+
+
+def test_task_enums_and_times_are_checked_like_subtasks():
+    assert fails(checks.ocp_enum_values, a_task(status="failed")).received == '/data/status = "failed"'
+    fails(checks.ocp_enum_values, a_task(type="manual"))
+    fails(checks.ocp_enum_values, a_task(operation="SKIP"))  # a SubtaskOperation, not a TaskOperation
+    assert "createTime <= startTime" in fails(checks.ocp_time_order, a_task(createTime="2024-11-01T10:00:00.000+08:00")).expected
+    rows = copy.deepcopy(LIST_BODY)
+    rows["data"]["contents"][0]["finishTime"] = "2024-11-01T09:00:00.000+08:00"  # before its startTime
+    fails(checks.ocp_time_order, family("listTaskInstances", LIST_URL, rows))
+
+
+def row_changed(**changes) -> dict:
+    return {**copy.deepcopy(LIST_BODY["data"]["contents"][0]), **changes}
+
+
+def test_a_list_row_agrees_with_its_detail():
+    row = row_changed()
+    assert checks.ocp_list_row_matches_detail(a_task(), CONTRACT, row=row, row_again=row) is None
+    failure = fails(checks.ocp_list_row_matches_detail, a_task(), row=row_changed(status="RUNNING"),
+                    row_again=row_changed(status="RUNNING"))  # fmt: skip
+    assert failure.expected.endswith('status "RUNNING"') and failure.received == 'status "FAILED" in the detail'
+    reordered = row_changed(subtasks=row["subtasks"][::-1])
+    assert "in the row's order" in fails(checks.ocp_list_row_matches_detail, a_task(), row=reordered, row_again=reordered).expected
+    subtasks = copy.deepcopy(row["subtasks"])
+    subtasks[1]["status"] = "READY"
+    stale = row_changed(subtasks=subtasks)
+    assert "subtasks/1 (id 10022) status" in fails(checks.ocp_list_row_matches_detail, a_task(), row=stale, row_again=stale).expected
+    missing = family("getTaskInstance", TASK_URL, envelope(404, error={"code": 20000, "message": "m"}), status=404)
+    fails(checks.ocp_list_row_matches_detail, missing, row=row, row_again=row)
+
+
+def test_a_task_that_moves_between_the_two_list_fetches_is_not_a_finding():
+    # the row said RUNNING, the detail (fetched next) FAILED, the row fetched again FAILED: it moved on
+    before = row_changed(status="RUNNING", finishTime=None)
+    del before["finishTime"]
+    assert checks.ocp_list_row_matches_detail(a_task(), CONTRACT, row=before, row_again=row_changed()) is None
+    # but what did not move must still agree
+    renamed = {**before, "name": "Restart"}
+    fails(checks.ocp_list_row_matches_detail, a_task(), row=renamed, row_again={**row_changed(), "name": "Restart"})
+
+
+@pytest.mark.parametrize(
+    "check, ex",
+    [
+        (checks.fixture_skip_not_failed, exchange(200, envelope(200))),
+        (checks.fixture_cancel_not_running, exchange(404, envelope(404, error={"code": 20000, "message": "m"}))),
+        (checks.fixture_subtask_log, exchange(200, envelope(200, data={"log": ["a", "b"]}))),
+        (checks.fixture_subtask_log, exchange(404, envelope(404, error={"code": 20000, "message": "m"}))),
+        (checks.fixture_unknown_task, exchange(404, envelope(404, error={"code": 0, "message": "m"}))),
+        (checks.fixture_task_not_failed, exchange(200)),
+        (checks.fixture_rollback_prohibited, exchange(400, envelope(400, error={"code": 20003, "message": "m"}))),
+    ],
+    ids=lambda value: value.__name__ if callable(value) else "",
+)
+def test_family_fixture_checks(check, ex):
+    fails(check, ex)
+    assert checks.fixture_subtask_log(exchange(200, envelope(200, data={"log": ""})), CONTRACT) is None

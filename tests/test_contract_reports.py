@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from contract_servers import Conforming, TraceIdUpperCase, retry_only_spec, serving
+from contract_servers import Conforming, TraceIdUpperCase, serving
 from contracts import report
 from contracts.cli import main
 from contracts.runner import Options, run
@@ -26,26 +26,25 @@ SECRET = "s3cret-Pa55"
 class SecretPasswords(TraceIdUpperCase):
     """A broken server whose users have passwords a report must never show."""
 
-    users = {"boss": (SECRET, {"TASK_MANAGER"}), "guest": (SECRET + "-v", {"TASK_VIEWER"})}
+    users = {"boss": (SECRET, {"TASK_MANAGER", "TASK_VIEWER"}), "guest": (SECRET + "-v", {"TASK_VIEWER"})}
 
 
 @pytest.fixture(scope="module")
-def retry_spec(tmp_path_factory):
-    return retry_only_spec(tmp_path_factory.mktemp("spec"))
-
-
-@pytest.fixture(scope="module")
-def broken_result(retry_spec):
+def broken_result():
     with serving(SecretPasswords().app()) as url:
-        return run(Options(base_url=url, spec_path=retry_spec, user="boss", password=SECRET, viewer_user="guest",
-                           viewer_password=SECRET + "-v", max_examples=10, seed=1))  # fmt: skip
+        return run(Options(base_url=url, user="boss", password=SECRET, viewer_user="guest", viewer_password=SECRET + "-v",
+                           max_examples=10, seed=1, fuzz_operations=("retrySubtask",)))  # fmt: skip
 
 
 def test_json_report_shape(broken_result, tmp_path):
     report.write_json(broken_result, tmp_path / "r.json")
     doc = json.loads((tmp_path / "r.json").read_text())
     assert doc["format"] == report.REPORT_FORMAT
-    assert set(doc) >= {"target", "spec", "seed", "outcome", "exit_code", "score", "totals", "phases", "checks"}
+    assert set(doc) >= {"target", "spec", "seed", "outcome", "exit_code", "score", "totals", "phases", "fixtures",
+                        "checks"}  # fmt: skip
+    assert [p["name"] for p in doc["phases"]] == ["preflight", "discovery", "fixtures", "consistency", "fuzzing",
+                                                  "responses"]  # fmt: skip
+    assert doc["fixtures"]["source"] == "discovered" and doc["fixtures"]["failed_subtask_id"] == 10011
     assert len(doc["spec"]["sha256"]) == 64 and doc["seed"] == 1
     assert (doc["outcome"], doc["exit_code"]) == ("not_conformant", 1)
     totals = doc["totals"]
@@ -91,10 +90,11 @@ def test_no_report_shows_a_password(broken_result, tmp_path):
     assert any('-u "boss:$OCP_PASSWORD"' in curl for curl in curls)
 
 
-def test_cli_exit_statuses_and_reports(tmp_path, capsys, retry_spec):
+def test_cli_exit_statuses_and_reports(tmp_path, capsys):
     with serving(Conforming().app()) as url:
         with pytest.raises(SystemExit) as done:
-            main(["run", "--base-url", url, "--spec", retry_spec, "--max-examples", "5", "--seed", "3", "--quiet",
+            main(["run", "--base-url", url, "--fuzz-operation", "getTaskInstance", "--max-examples", "5", "--seed", "3",
+                  "--quiet",
                   "--report-json", str(tmp_path / "r.json"), "--report-md", str(tmp_path / "r.md"),
                   "--report-junit", str(tmp_path / "r.xml")])  # fmt: skip
     assert done.value.code == 0
@@ -102,10 +102,11 @@ def test_cli_exit_statuses_and_reports(tmp_path, capsys, retry_spec):
     assert json.loads((tmp_path / "r.json").read_text())["outcome"] == "conformant"
     with serving(TraceIdUpperCase().app()) as url:
         with pytest.raises(SystemExit) as done:
-            main(["run", "--base-url", url, "--spec", retry_spec, "--max-examples", "5", "--quiet"])
+            main(["run", "--base-url", url, "--no-fuzzing", "--quiet"])
     assert done.value.code == 1
     for argv in (["run", "--base-url", "http://127.0.0.1:9"], ["run"], ["run", "--base-url", "x", "--spec", "/nope.yaml"],
-                 ["run", "--base-url", "http://127.0.0.1:9", "--max-examples", "0"]):  # fmt: skip
+                 ["run", "--base-url", "http://127.0.0.1:9", "--max-examples", "0"],
+                 ["run", "--base-url", "http://127.0.0.1:9", "--failed-subtask-id", "7", "--non-failed-subtask-id", "7"]):  # fmt: skip
         with pytest.raises(SystemExit) as done:
             main(argv)
         assert done.value.code == 2, argv
@@ -119,7 +120,7 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def test_ocp_contract_command_against_ocp_mock_serve(tmp_path, retry_spec):
+def test_ocp_contract_command_against_ocp_mock_serve(tmp_path):
     port = _free_port()
     mock = subprocess.Popen([BIN / "ocp-mock", "serve", "--port", str(port), "--quiet", "--workers", "1"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
@@ -131,13 +132,18 @@ def test_ocp_contract_command_against_ocp_mock_serve(tmp_path, retry_spec):
                     break
             time.sleep(0.1)
         url = f"http://127.0.0.1:{port}"
-        command = [BIN / "ocp-contract", "run", "--base-url", url, "--spec", retry_spec, "--max-examples", "3",
-                   "--report-json", tmp_path / "r.json"]  # fmt: skip
+        command = [BIN / "ocp-contract", "run", "--base-url", url, "--fuzz-operation", "retrySubtask",
+                   "--max-examples", "3", "--report-json", tmp_path / "r.json"]  # fmt: skip
+        found = []
         for _ in range(2):  # twice: the second run resets the mock's world, so its FAILED fixture is FAILED again
             done = subprocess.run(command, capture_output=True, text=True, timeout=120, env={**os.environ})
             assert done.returncode == 0, done.stderr
-        assert "[3/4] fuzzing" in done.stderr and "cases/s" in done.stderr
-        assert json.loads((tmp_path / "r.json").read_text())["totals"]["failed"] == 0
+            doc = json.loads((tmp_path / "r.json").read_text())
+            assert doc["totals"]["failed"] == 0
+            found.append(doc["fixtures"])
+        assert found[0] == found[1] and found[0]["source"] == "discovered"  # the same fixtures both times
+        assert "[5/6] fuzzing" in done.stderr and "cases/s" in done.stderr
+        assert f"fixtures (discovered): task {found[0]['task_id']}" in done.stderr
     finally:
         mock.terminate()
         mock.wait(timeout=10)
@@ -151,7 +157,7 @@ def _pytest(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run(command, capture_output=True, text=True, timeout=120, cwd=Path(__file__).parent, env=env)
 
 
-def test_pytest_entry_point_has_the_same_exit_meaning(retry_spec):
+def test_pytest_entry_point_has_the_same_exit_meaning():
     from importlib.metadata import entry_points
 
     assert "contracts.pytest_plugin" in [e.value for e in entry_points(group="pytest11")]
@@ -159,6 +165,6 @@ def test_pytest_entry_point_has_the_same_exit_meaning(retry_spec):
     assert inert.returncode == 5 and "no tests ran" in inert.stdout  # without --base-url: nothing collected
     assert _pytest("--base-url", "http://127.0.0.1:9").returncode == 2
     with serving(TraceIdUpperCase().app()) as url:
-        broken = _pytest("--base-url", url, "--ocp-spec", retry_spec, "--ocp-max-examples", "3")
+        broken = _pytest("--base-url", url, "--ocp-fuzz-operation", "retrySubtask", "--ocp-max-examples", "3")
     assert broken.returncode == 1, broken.stdout
     assert "FAILED" in broken.stdout and "test_check[ocp_trace_id]" in broken.stdout

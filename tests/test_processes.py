@@ -5,6 +5,7 @@ from __future__ import annotations
 import multiprocessing
 from concurrent.futures import ThreadPoolExecutor
 
+import pytest
 import requests
 
 from mock_server import Config, create_app
@@ -47,6 +48,31 @@ def test_served_exactly_one_200_across_workers(served):
     assert all(s["status"] == "READY" and s["operation"] == "RETRY" for s in retried.values())
     task_of = {sid: t["id"] for t in world["tasks"] for sid in t["subtaskIds"]}
     assert all(t["status"] == "RUNNING" for t in world["tasks"] if t["id"] in {task_of[s] for s in failed})
+
+
+@pytest.mark.parametrize("action, status", [("skip", "FAILED"), ("cancel", "RUNNING"), ("retry", "FAILED")])
+def test_served_subtask_actions_happen_once_across_workers(served, action, status):
+    """skip, cancel and retry fired concurrently at every subtask they apply to, over both workers: one success
+    each, the rest refused with 20003, and the world consistent afterwards."""
+    requests.post(served + "/__mock/reset", timeout=5).raise_for_status()
+    rows = requests.get(served + f"/__mock/subtasks?status={status}", timeout=5).json()["data"]
+    targets = [(r["taskId"], r["id"]) for r in rows if action != "retry" or r["operation"] != "ROLLBACK"]
+    assert targets
+
+    def call(target):
+        task_id, sid = target
+        url = f"{served}/api/v2/tasks/instances/{task_id}/subtasks/{sid}/{action}"
+        with requests.Session() as session:
+            response = session.post(url, auth=ADMIN, timeout=30)
+        return sid, response.status_code, response.json().get("error", {}).get("code")
+
+    with ThreadPoolExecutor(32) as pool:
+        results = list(pool.map(call, [t for t in targets for _ in range(8)]))
+    for _, sid in targets:
+        outcomes = sorted((code, err) for s, code, err in results if s == sid)
+        assert outcomes == [(200, None)] + [(400, 20003)] * 7, (action, sid, outcomes)
+    world = requests.get(served + "/__mock/world", timeout=5).json()["data"]
+    assert check_invariants(world["subtasks"]) == []
 
 
 def _retry_in_process(db_path: str, barrier, queue) -> None:

@@ -1,0 +1,108 @@
+"""Serve a WSGI app with explicit server options: the bare-Flask ceiling of bench/run.py, and the variants of
+bench/variants.py. With --server granian (the default) it is the same server and defaults as `ocp-mock serve`
+(mock_server/cli.py): Granian(..., interface=WSGI, workers=N, log_access=False).serve(); only the options
+passed here differ.
+
+    python bench/serve_wsgi.py bare --port 18082 --workers 2
+    python bench/serve_wsgi.py mock --port 18081 --workers 2 --blocking-threads 4   # the mock's app factory
+    python bench/serve_wsgi.py mock --port 18081 --server gunicorn-gthread --threads 8   # needs gunicorn
+    python bench/serve_wsgi.py mock --port 18081 --patch writelock                  # see patched_wsgi.py
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parent
+ROOT = BENCH.parent
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("app", choices=["bare", "raw", "mock"])
+    p.add_argument("--port", type=int, required=True)
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--blocking-threads", type=int)
+    p.add_argument("--backpressure", type=int)
+    p.add_argument("--runtime-threads", type=int)
+    p.add_argument("--runtime-mode", choices=["auto", "st", "mt"])
+    p.add_argument("--server", choices=["granian", "gunicorn-gthread", "gunicorn-sync"], default="granian")
+    p.add_argument("--threads", type=int, default=8, help="gunicorn gthread threads per worker")
+    p.add_argument("--patch", action="append", default=[], help="mock only: a patch of bench/patched_wsgi.py")
+    p.add_argument("--config", action="append", default=[], metavar="FIELD=JSON",
+                   help="mock only: a Config field, e.g. clock_speed=0")
+    args = p.parse_args(argv)
+
+    # An inherited PYTHONPATH comes first, so `PYTHONPATH=/some/checkout` benchmarks that checkout's mock_server.
+    inherited = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+    for path in (str(BENCH), str(ROOT)):
+        if path not in sys.path:
+            sys.path.insert(len(inherited), path)
+    os.environ["PYTHONPATH"] = os.pathsep.join([*inherited, str(BENCH), str(ROOT)])
+
+    folder = None
+    if args.app == "mock":  # what `ocp-mock serve --quiet` does before starting granian
+        from mock_server.app import create_app
+        from mock_server.config import Config
+        from mock_server.wsgi import CONFIG_ENV
+
+        folder = tempfile.mkdtemp(prefix="ocp-mock-bench-")
+        import json
+
+        config = Config(db_path=str(Path(folder) / "world.sqlite3"), access_log=False)
+        for item in args.config:
+            key, _, value = item.partition("=")
+            if not hasattr(config, key):
+                raise SystemExit(f"Config has no field {key!r}")
+            setattr(config, key, json.loads(value))
+        create_app(config).extensions["ocp_mock"].store.close()
+        os.environ[CONFIG_ENV] = config.to_json()
+        target, factory = "mock_server.wsgi:app_from_env", True
+        if args.patch:
+            os.environ["BENCH_PATCHES"] = ",".join(args.patch)
+            target = "patched_wsgi:app_from_env"
+    elif args.app == "raw":
+        target, factory = "bare_app:raw_app", False
+    else:
+        target, factory = "bare_app:app", False
+
+    if args.server.startswith("gunicorn"):
+        from gunicorn.app.wsgiapp import run
+
+        worker = ["-k", "gthread", "--threads", str(args.threads)] if args.server == "gunicorn-gthread" else ["-k", "sync"]
+        sys.argv = ["gunicorn", "-w", str(args.workers), *worker, "-b", f"127.0.0.1:{args.port}",
+                    "--log-level", "warning", "--backlog", "1024", target + ("()" if factory else "")]
+        try:
+            run()
+        finally:
+            if folder:
+                shutil.rmtree(folder, ignore_errors=True)
+        return
+
+    from granian import Granian
+    from granian.constants import Interfaces, RuntimeModes
+
+    options = {}
+    if args.blocking_threads is not None:
+        options["blocking_threads"] = args.blocking_threads
+    if args.backpressure is not None:
+        options["backpressure"] = args.backpressure
+    if args.runtime_threads is not None:
+        options["runtime_threads"] = args.runtime_threads
+    if args.runtime_mode is not None:
+        options["runtime_mode"] = RuntimeModes(args.runtime_mode)
+    try:
+        Granian(target=target, factory=factory, address="127.0.0.1", port=args.port, interface=Interfaces.WSGI,
+                workers=args.workers, log_access=False, **options).serve()
+    finally:
+        if folder:
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
