@@ -360,7 +360,8 @@ def ocp_paging(ex: Exchange, contract: Contract):
         return NOT_APPLICABLE
     op, data = found
     page, contents = data.get(PAGE), data.get(CONTENTS)
-    fields = [page.get(k) for k in (PAGE_NUMBER, PAGE_SIZE, TOTAL_ELEMENTS, TOTAL_PAGES)] if isinstance(page, dict) else []
+    keys = (PAGE_NUMBER, PAGE_SIZE, TOTAL_ELEMENTS, TOTAL_PAGES)
+    fields = [page.get(k) for k in keys] if isinstance(page, dict) else []
     requested = contract.query_values(op, ex.request.url)
     if not isinstance(contents, list) or not fields or not all(_is_int(v) for v in fields) or requested is None:
         return NOT_APPLICABLE  # the shape is spec_body_schema's; an invalid request is negative_data_rejection's
@@ -413,7 +414,8 @@ def ocp_list_filters(ex: Exchange, contract: Contract):
                     raise CheckFailure(f"every row's {name} contains {wanted!r} (any case)",
                                        f"contents/{index}/{name} = {_show(got)}")  # fmt: skip
             elif got != wanted:
-                raise CheckFailure(f"every row's {name} {_show(wanted)} (the filter)", f"contents/{index}/{name} = {_show(got)}")
+                raise CheckFailure(f"every row's {name} {_show(wanted)} (the filter)",
+                                   f"contents/{index}/{name} = {_show(got)}")  # fmt: skip
     return None
 
 
@@ -434,7 +436,9 @@ def ocp_subtask_links(ex: Exchange, contract: Contract):
     seen = False
     for where, sub, value in contract.walk(schema, body):
         items = contract.items_schema(sub, SUBTASKS)
-        if items is None or not {UPSTREAMS, DOWNSTREAMS} <= set(contract.properties(items)) or not isinstance(value, dict):
+        if items is None or not isinstance(value, dict):
+            continue
+        if not {UPSTREAMS, DOWNSTREAMS} <= set(contract.properties(items)):
             continue
         subtasks = [s for s in value.get(SUBTASKS) or [] if isinstance(s, dict) and "id" in s]
         sides = {
@@ -447,7 +451,8 @@ def ocp_subtask_links(ex: Exchange, contract: Contract):
             for side, other_side in ((UPSTREAMS, DOWNSTREAMS), (DOWNSTREAMS, UPSTREAMS)):
                 for other in links[side]:
                     if other not in sides:
-                        raise CheckFailure(f"the {side} of subtask {sid} are subtasks of task {_show(value.get('id', _ABSENT))}",
+                        task = _show(value.get("id", _ABSENT))
+                        raise CheckFailure(f"the {side} of subtask {sid} are subtasks of task {task}",
                                            f"{where}/{SUBTASKS}: subtask {sid} names {other} among its {side}, not a "
                                            "subtask of this task")  # fmt: skip
                     if sid not in sides[other][other_side]:
@@ -603,7 +608,8 @@ def fixture_unknown_task(ex: Exchange, contract: Contract):
 
 
 def fixture_task_not_failed(ex: Exchange, contract: Contract):
-    """Retrying, or rolling back, a task that is not FAILED (a SUCCESSFUL one) is refused with 400 (error.code 20003)."""
+    """Retrying, or rolling back, a task that is not FAILED (a SUCCESSFUL one) is refused with 400 (error.code
+    20003)."""
     _expect_error(ex, 400, TASK_STATE_INVALID)
 
 
@@ -657,8 +663,10 @@ def ocp_list_row_matches_detail(ex: Exchange, contract: Contract, row: dict | No
                 continue  # it moved while we looked
             got = theirs.get(name, _ABSENT)
             if got != value:
-                raise CheckFailure(f"the detail of listed task {task} agrees with its row: {where}{name} {_show(value)}",
-                                   f"{where}{name} {_show(got)} in the detail")  # fmt: skip
+                raise CheckFailure(
+                    f"the detail of listed task {task} agrees with its row: {where}{name} {_show(value)}",
+                    f"{where}{name} {_show(got)} in the detail",
+                )
 
     compare(contract.properties(row_schema), row, again, detail, "")
     sub_props = contract.properties(contract.items_schema(row_schema, SUBTASKS) or {})

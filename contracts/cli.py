@@ -34,7 +34,8 @@ def cli() -> None:
               help="The task of the fixture subtasks. Default: found through the read endpoints (the oldest FAILED "
                    "task with a FAILED subtask and a non-FAILED one).")
 @click.option("--failed-subtask-id", type=INT64,
-              help="A FAILED subtask; the run retries it (ocp-mock's world is reset first). Default: found in the task.")
+              help="A FAILED subtask; the run retries it (ocp-mock's world is reset first). "
+                   "Default: found in the task.")
 @click.option("--non-failed-subtask-id", type=INT64, help="A subtask that is not FAILED. Default: found in the task.")
 @click.option("--unknown-subtask-id", default=UNKNOWN_SUBTASK_ID, show_default=True, type=INT64,
               help="A subtask (and task) id that does not exist.")

@@ -28,7 +28,7 @@ def pytest_addoption(parser) -> None:
         ("--ocp-failed-subtask-id", None, int, "a FAILED subtask, it gets retried (default: found in the task)"),
         ("--ocp-non-failed-subtask-id", None, int, "a subtask that is not FAILED (default: found in the task)"),
         ("--ocp-max-examples", None, int, "generated requests per operation and phase"),
-        ("--ocp-fuzz-operation", None, str, "fuzz only these operations (comma-separated operationIds; 'none': no fuzzing)"),
+        ("--ocp-fuzz-operation", None, str, "fuzz only these operationIds (comma-separated; 'none': no fuzzing)"),
         ("--ocp-seed", None, int, "seed of the generated requests"),
         ("--ocp-report-json", None, str, "write the JSON report here"),
         ("--ocp-report-md", None, str, "write the Markdown report here"),

@@ -202,6 +202,11 @@ def _retryable(subtask: dict) -> bool:
     return _upper(subtask.get("status")) == FAILED and _upper(subtask.get("operation")) != ROLLBACK
 
 
+def _has_fixtures(subtasks: list[dict]) -> bool:
+    """A FAILED subtask to retry and a non-FAILED one are among SUBTASKS."""
+    return any(_retryable(s) for s in subtasks) and any(_upper(s.get("status")) != FAILED for s in subtasks)
+
+
 def _quiet(task: dict, subtask: dict) -> bool:
     """SUBTASK is not FAILED and cannot move on by itself: its task is finished (FAILED or SUCCESSFUL, so none of
     its subtasks is in motion), or it is SUCCESSFUL and its task is not rolling back."""
@@ -344,14 +349,16 @@ class _Run:
             if not self.can_read:
                 raise CouldNotTest(
                     f"no fixture ids given and {self.contract.path} declares no {LIST_OPERATION} and "
-                    f"{GET_OPERATION} to find them with; give --task-id, --failed-subtask-id and --non-failed-subtask-id"
+                    f"{GET_OPERATION} to find them with; give --task-id, --failed-subtask-id and "
+                    "--non-failed-subtask-id"
                 )
             fx.source = "discovered"
             self._discover()
         if fx.task is not None:
+            n_first = sorted(_subtasks(fx.task), key=lambda s: _id(s["id"]) != fx.non_failed_subtask_id)
             fx.quiet_subtask_id = next(
-                (_id(s["id"]) for s in sorted(_subtasks(fx.task), key=lambda s: _id(s["id"]) != fx.non_failed_subtask_id)
-                 if _quiet(fx.task, s) and _id(s["id"]) != fx.failed_subtask_id), None)  # fmt: skip
+                (_id(s["id"]) for s in n_first if _quiet(fx.task, s) and _id(s["id"]) != fx.failed_subtask_id), None
+            )
         if self.can_read:
             self._find_successful_task()
             self._find_prohibited_task()
@@ -406,8 +413,10 @@ class _Run:
             still = [s for s in others if _upper(s.get("status")) not in IN_MOTION]  # prefer one that stays as it is
             fx.non_failed_subtask_id = next((_id(s["id"]) for s in still + others), None)
         if fx.failed_subtask_id is None or fx.non_failed_subtask_id is None:
-            missing = "a FAILED subtask (operation not ROLLBACK)" if fx.failed_subtask_id is None else "a non-FAILED subtask"
-            raise CouldNotTest(f"task {fx.task_id} has no {missing}; give --failed-subtask-id and --non-failed-subtask-id")
+            missing = "a non-FAILED subtask" if fx.failed_subtask_id is not None else "a retryable FAILED subtask"
+            raise CouldNotTest(
+                f"task {fx.task_id} has no {missing}; give --failed-subtask-id and --non-failed-subtask-id"
+            )
 
     def _oldest_failed_task(self) -> dict:
         """The oldest FAILED task that has a FAILED subtask to retry and a non-FAILED one, read in full."""
@@ -416,13 +425,12 @@ class _Run:
         read = 0
         for row in rows:
             short = _subtasks(row)
-            if short and not (any(_retryable(s) for s in short) and any(_upper(s.get("status")) != FAILED for s in short)):
+            if short and not _has_fixtures(short):
                 continue  # the row's short form already says no
             if read == MAX_DETAILS:
                 break
             task, read = self._detail(_id(row["id"])), read + 1
-            subs = _subtasks(task)
-            if any(_retryable(s) for s in subs) and any(_upper(s.get("status")) != FAILED for s in subs):
+            if _has_fixtures(_subtasks(task)):
                 self.fx.how = (f"the oldest FAILED task with a FAILED subtask to retry and a non-FAILED sibling "
                                      f"({where}, then {GET_OPERATION})")  # fmt: skip
                 return task
@@ -553,7 +561,8 @@ class _Run:
             if not self.has(operation):
                 self.skip(checks.fixture_task_not_failed, f"the spec declares no {operation}")
             elif fx.successful_task_id is None:
-                self.skip(checks.fixture_task_not_failed, f"found no SUCCESSFUL task ({LIST_OPERATION}, status SUCCESSFUL)")
+                self.skip(checks.fixture_task_not_failed,
+                          f"found no SUCCESSFUL task ({LIST_OPERATION}, status SUCCESSFUL)")  # fmt: skip
             else:
                 self.judge(checks.fixture_task_not_failed, self.call(operation, **{TASK_PARAM: fx.successful_task_id}))
         if not self.has(TASK_ROLLBACK_OPERATION):
@@ -609,7 +618,8 @@ class _Run:
         o = self.options
         if o.fuzz_operations == ():
             for name in BUILTIN_CHECKS:
-                self.check(name, "schemathesis", _builtin_description(name)).skip_reason = "fuzzing is off (--no-fuzzing)"
+                record = self.check(name, "schemathesis", _builtin_description(name))
+                record.skip_reason = "fuzzing is off (--no-fuzzing)"
             return
         schema = schemathesis.openapi.from_dict(self.contract.without_parameter_examples(), config=schemathesis.Config())
         if o.fuzz_operations:

@@ -208,7 +208,8 @@ class Contract:
     def items_schema(self, schema: Any, name: str) -> dict | None:
         """The items schema of SCHEMA's array property NAME, or None."""
         array = self.property_schema(schema, name)
-        return self.resolve(array["items"]) if isinstance(array, dict) and isinstance(array.get("items"), dict) else None
+        items = array.get("items") if isinstance(array, dict) else None
+        return self.resolve(items) if isinstance(items, dict) else None
 
     def body_schema(self, operation: Operation, status: int, media_type: str | None) -> dict | None:
         """The schema the spec declares for this response's body (the JSON one when the media type is
