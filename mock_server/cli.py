@@ -126,11 +126,11 @@ def serve(host, port, seed, workers, users_file, no_auth, strict, spec_path, qui
             interface=Interfaces.WSGI,
             workers=workers,
             log_access=False,
-            workers_kill_timeout=5,
+            workers_kill_timeout=5,  # a worker that does not stop within 5 s of SIGTERM is killed
             # A few threads per worker rather than granian's dozens: measured with 2 and 4, p99 of writes fell from
             # ~1 s to ~0.1 s and of reads by half, at the same or better req/s and 20-35 MB less memory
             # (bench/RESULTS.md). Injected latency holds a thread, hence --threads.
-            blocking_threads=threads,  # a worker that does not stop within 5 s of SIGTERM is killed
+            blocking_threads=threads,
             http1_settings=HTTP1Settings(header_read_timeout=int(header_timeout * 1000)),
         ).serve()
     finally:
