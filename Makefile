@@ -31,8 +31,8 @@ test: $(VENV)/.installed-test browser  ## run the whole test suite (installs Chr
 contract: $(VENV)/.installed-test  ## check a server against the contract: make contract URL=http://host:port
 	$(BIN)/ocp-contract run --base-url $(or $(URL),http://127.0.0.1:8080) $(ARGS)
 
-fuzz: $(VENV)/.installed-test  ## long schemathesis run against `ocp-mock serve` over HTTP: make fuzz N=5000
-	OCP_FUZZ_EXAMPLES=$(or $(N),5000) $(BIN)/python -m pytest tests/test_fuzz.py -k over_http -s -q -p no:randomly
+fuzz: $(VENV)/.installed-test  ## long schemathesis run against `ocp-mock serve` over HTTP: N examples per operation
+	OCP_FUZZ_EXAMPLES=$(or $(N),700) $(BIN)/python -m pytest tests/test_fuzz.py -k over_http -s -q -p no:randomly
 
 bench: $(VENV)/.installed  ## mock vs Prism vs bare Flask, see bench/RESULTS.md (ARGS="--duration 300": 5-minute soak)
 	$(BIN)/python bench/run.py $(ARGS)
