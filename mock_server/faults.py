@@ -300,6 +300,17 @@ def _could_match(pattern: list[str], template: list[str]) -> bool:
     return fits and _could_match(pattern[1:], template[1:])
 
 
+def _failure(value: Any, where: str) -> int | str | None:
+    """500, 502, 503 (also written as strings), drop, timeout, or None."""
+    if value is None or value in ("drop", "timeout"):
+        return value
+    if isinstance(value, str) and value.isdigit():
+        value = int(value)
+    if isinstance(value, int) and not isinstance(value, bool) and value in FAILURE_STATUSES:
+        return value
+    raise Invalid(where, value, f"must be one of {', '.join(map(str, FAILURES))}")
+
+
 def parse_rule(value: Any, where: str, number_: int, spec: "Spec") -> Rule:
     check_keys(value, where, RULE_KEYS, "a fault rule (a mapping)")
     ops = spec.operations
@@ -309,7 +320,7 @@ def parse_rule(value: Any, where: str, number_: int, spec: "Spec") -> Rule:
     operation = route = path_re = None
     if "operation" in value:
         operation = value["operation"]
-        if operation not in ops:
+        if not isinstance(operation, str) or operation not in ops:
             raise Invalid(join(where, "operation"), operation,
                           f"is not an operationId of openapi.yaml; use one of {', '.join(sorted(ops))}")
         targets = (operation,)
@@ -324,12 +335,7 @@ def parse_rule(value: Any, where: str, number_: int, spec: "Spec") -> Rule:
         path_re = re.compile("/" + "/".join(_segment_re(s) for s in segments))
     rate = float(number(value.get("rate", 1), join(where, "rate"), 0, 1))
     latency = Latency.parse(value["latency"], join(where, "latency")) if "latency" in value else None
-    failure = value.get("failure")
-    if failure is not None and failure not in FAILURES:
-        if isinstance(failure, str) and failure.isdigit() and int(failure) in FAILURE_STATUSES:
-            failure = int(failure)
-        else:
-            raise Invalid(join(where, "failure"), failure, f"must be one of {', '.join(map(str, FAILURES))}")
+    failure = _failure(value.get("failure"), join(where, "failure"))
     if latency is None and failure is None:
         raise Invalid(where, value, "needs latency, failure or both")
     timeout_s = DEFAULT_TIMEOUT_S

@@ -57,6 +57,7 @@ NEXT_RUNS_KEYS = ("outcome", "failures", "hang", "durationSeconds")
 MAX_SUBTASKS = 10_000
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}\Z")
 APPLIED_KEY = "scenarios"  # meta: the names applied since the world was last reset (JSON list)
+MAX_APPLIED = 100  # the applied list keeps the last ones
 REGISTRY = "ocp_mock.scenarios"
 
 
@@ -201,7 +202,7 @@ def load_files(paths: list[str], spec: "Spec") -> list[ScenarioDoc]:
             twin = next((d for d in found if d.name == doc.name), None)
             if twin is not None:
                 raise Invalid("", doc.name, f"scenario file {path}: the name {doc.name!r} is already used by "
-                                                f"{twin.source}; give one of them another name")
+                                            f"{twin.source}; give one of them another name")
             found.append(doc)
     return found
 
@@ -230,9 +231,9 @@ def apply(mock: "Mock", board: FaultBoard, doc: ScenarioDoc) -> dict:
             change(task_id, lambda sl, now, ctx, sids=sids: _apply_to_task(doc, sids, sl, now, ctx, refuse))
         if doc.faults is not None:
             board.write(conn, doc.faults)
-        names = orjson.loads(store.meta(conn, APPLIED_KEY) or "[]")
-        store.set_meta(conn, APPLIED_KEY, orjson.dumps([*names, doc.name]).decode())
-        return [*names, doc.name]
+        names = [*orjson.loads(store.meta(conn, APPLIED_KEY) or "[]"), doc.name][-MAX_APPLIED:]
+        store.set_meta(conn, APPLIED_KEY, orjson.dumps(names).decode())
+        return names
 
     names = runtime.batch(work)
     if doc.faults is not None:
@@ -267,10 +268,10 @@ def _apply_to_task(doc: ScenarioDoc, sids: list[int], sl, now: int, ctx, refuse:
     return sl
 
 
-def reset(mock: "Mock", board: FaultBoard) -> dict:
-    """The seeded world of the start-up seed, no faults, no scenario applied."""
-    seed = mock.reset()  # deletes the stored faults and the applied list with the rest of the world's meta
-    board.changed()
+def reset(mock: "Mock") -> dict:
+    """The seeded world of the start-up seed, no faults, no scenario applied: a world reset drops the stored faults
+    and the applied list with the rest of the world's meta (and faults.py's reset hook tells every process)."""
+    seed = mock.reset()
     return {"seed": seed, **mock.store.counts()}
 
 
@@ -362,7 +363,7 @@ def make_blueprint(mock: "Mock") -> Blueprint:
 
     @bp.post("/scenarios/reset")
     def reset_scenarios():
-        return ok(reset(mock, board()))
+        return ok(reset(mock))
 
     @bp.get("/faults")
     def get_faults():
