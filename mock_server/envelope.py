@@ -136,7 +136,7 @@ class Envelope:
         return b"".join(
             (
                 b'{"duration":', str(duration_ms).encode(),
-                b',"error":', orjson.dumps(error),
+                b',"error":', dump_data(error),  # big ints (a rejected value) become strings
                 b',"server":', self._server,
                 b',"status":', str(status).encode(),
                 b',"successful":false,"timestamp":"', self.timestamp(),

@@ -439,7 +439,7 @@ def parse_prefer(header: str) -> tuple[int, int | None] | None:
         return None
     code = prefs["code"]
     if not re.fullmatch(r"[1-5][0-9][0-9]", code):
-        raise Invalid("Prefer", header, f"code={code} is not an HTTP status; write e.g. Prefer: code=503")
+        raise Invalid("Prefer", header, f"code={code} is not an HTTP status; write e.g. Prefer: code=500")
     error = prefs.get("error")
     if error is not None:
         if not re.fullmatch(r"-?[0-9]{1,10}", error) or not -(2**31) <= int(error) < 2**31:
