@@ -8,6 +8,23 @@ function M.setup(thread)
   table.insert(M.threads, thread)
 end
 
+-- For scripts where every thread owns one subtask: BENCH_SUBTASKS = "subtaskId:taskId,..." in thread order;
+-- the thread gets globals sid and tid.
+local owned = {}
+for item in string.gmatch(os.getenv("BENCH_SUBTASKS") or "", "[^,]+") do
+  local sid, tid = string.match(item, "(%d+):(%d+)")
+  table.insert(owned, { sid, tid })
+end
+local next_owned = 0
+
+function M.setup_owned_subtask(thread)
+  M.setup(thread)
+  next_owned = next_owned + 1
+  local p = owned[((next_owned - 1) % #owned) + 1]
+  thread:set("sid", p[1])
+  thread:set("tid", p[2])
+end
+
 local function json_escape(s)
   return (tostring(s):gsub('[%c"\\]', function(c) return string.format("\\u%04x", c:byte()) end))
 end

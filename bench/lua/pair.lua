@@ -7,19 +7,8 @@
 package.path = (os.getenv("BENCH_LUA_DIR") or ".") .. "/?.lua;" .. package.path
 local common = require("common")
 
-local pairs_list = {}
-for item in string.gmatch(os.getenv("BENCH_SUBTASKS") or "", "[^,]+") do
-  local sid, tid = string.match(item, "(%d+):(%d+)")
-  table.insert(pairs_list, { sid, tid })
-end
-local next_index = 0
-
 function setup(thread)
-  common.setup(thread)
-  next_index = next_index + 1
-  local p = pairs_list[((next_index - 1) % #pairs_list) + 1]
-  thread:set("sid", p[1])
-  thread:set("tid", p[2])
+  common.setup_owned_subtask(thread)
 end
 
 function init(args)
