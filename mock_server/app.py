@@ -12,6 +12,7 @@ import time
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import orjson
 from flask import Flask, Response, g, request
@@ -26,6 +27,9 @@ from .handlers import HANDLERS
 from .spec import Operation, Spec, first_error, load_spec
 from .runtime import Runtime
 from .store import Store
+
+if TYPE_CHECKING:
+    from .signature import SignedRequest
 
 log = logging.getLogger("ocp_mock")
 access_log = logging.getLogger("ocp_mock.access")
@@ -58,42 +62,79 @@ class Mock:
             hook()
         return seed
 
-    # -- bodies ------------------------------------------------------------------------------------
+    # -- the pipeline, shared by the Flask path and the dispatcher (dispatch.py) -------------------------
+    def call(self, op: Operation, path_values: dict, query, headers, authorization: str | None,
+             signed: "SignedRequest | None" = None) -> tuple[int, bytes | None]:
+        """authenticate -> parse parameters -> authorise -> handler: (status, data in wire form). Raises OcpError.
+        SIGNED: the signed parts of the request, for the signature scheme (None: the current Flask request)."""
+        user = self.auth.authenticate(authorization, signed) if op.secured else ANONYMOUS
+        params, errors = op.parse_parameters(path_values, query, headers)
+        if errors:
+            raise invalid_parameters(errors)
+        self.auth.authorize(user, op.permission)
+        return HANDLERS[op.operation_id](self, params)
+
+    def error_body(self, error: OcpError, trace_id: str, elapsed_ms: int, exc: BaseException | None = None) -> bytes:
+        """The error envelope; EXC given: with its stack trace (the caller checked X-ReturnStackTrace)."""
+        trace = [line.rstrip("\n") for line in traceback.format_exception(exc)] if exc is not None else None
+        return self.envelope.error(error.error_object(trace), error.status, trace_id, elapsed_ms)
+
+    def answer_problem(self, operation: Operation | None, status: int, mimetype: str | None, body: bytes,
+                       injected: str | None = None, admin: bool = False) -> str | None:
+        """Strict mode: what is wrong with an answer against the spec, or None. OPERATION: the API operation that
+        answered (None: the admin API when ADMIN, else no route matched); INJECTED: a fault's answer."""
+        if mimetype != JSON:
+            return f"content type {mimetype!r} is not {JSON}"
+        try:
+            doc = orjson.loads(body)
+        except orjson.JSONDecodeError as exc:
+            return f"body is not JSON: {exc}"
+        if operation is not None and status not in TRANSPORT_LIMITS and not injected:
+            validator = operation.response_validator(status)
+            if validator is None:
+                return f"status {status} is not declared for {operation.operation_id}"
+        elif admin:  # the admin API: the envelope, with data of its own
+            validator = self.spec.validator("Envelope")
+        else:  # no route matched: Flask's 404/405, answered in the error envelope
+            validator = self.spec.validator("ErrorResponse")
+        problem = first_error(validator, doc)
+        if problem is None and doc.get("status") != status:
+            problem = f"envelope status {doc.get('status')} differs from HTTP status {status}"
+        return problem
+
+    def contract_violation(self, method: str, path: str, problem: str) -> OcpError:
+        """Records a strict-mode violation; the 500 that replaces the answer."""
+        message = f"mock response for {method} {path} breaks openapi.yaml: {problem}"
+        log.error(message)
+        self.violations.append(message)
+        return OcpError(500, CODE_GENERIC, message)
+
+    # -- bodies (the Flask path) ----------------------------------------------------------------------
     def success(self, status: int, data: bytes) -> Response:
         body = self.envelope.success(data, status, _trace_id(), _elapsed_ms())
         return Response(body, status=status, mimetype=JSON)
 
     def failure(self, error: OcpError, exc: BaseException | None = None) -> Response:
-        trace = None
-        if exc is not None and request.headers.get("X-ReturnStackTrace", "").lower() == "true":
-            trace = [line.rstrip("\n") for line in traceback.format_exception(exc)]
-        body = self.envelope.error(error.error_object(trace), error.status, _trace_id(), _elapsed_ms())
+        wants_trace = exc is not None and request.headers.get("X-ReturnStackTrace", "").lower() == "true"
+        body = self.error_body(error, _trace_id(), _elapsed_ms(), exc if wants_trace else None)
         response = Response(body, status=error.status, mimetype=JSON)
         for name, value in error.headers.items():
             response.headers[name] = value
         return response
 
-    # -- strict mode ---------------------------------------------------------------------------------
     def contract_problem(self, operation: Operation | None, response: Response) -> str | None:
-        """What is wrong with RESPONSE against the spec, or None."""
-        if response.mimetype != JSON:
-            return f"content type {response.content_type!r} is not {JSON}"
-        try:
-            body = orjson.loads(response.get_data())
-        except orjson.JSONDecodeError as exc:
-            return f"body is not JSON: {exc}"
-        if operation is not None and response.status_code not in TRANSPORT_LIMITS and not g.get("ocp_injected"):
-            validator = operation.response_validator(response.status_code)
-            if validator is None:
-                return f"status {response.status_code} is not declared for {operation.operation_id}"
-        elif request.blueprint is not None:  # the admin API: the envelope, with data of its own
-            validator = self.spec.validator("Envelope")
-        else:  # no route matched: Flask's 404/405, answered in the error envelope
-            validator = self.spec.validator("ErrorResponse")
-        problem = first_error(validator, body)
-        if problem is None and body.get("status") != response.status_code:
-            problem = f"envelope status {body.get('status')} differs from HTTP status {response.status_code}"
-        return problem
+        """What is wrong with RESPONSE (the Flask path's) against the spec, or None."""
+        return self.answer_problem(operation, response.status_code, response.mimetype, response.get_data(),
+                                   g.get("ocp_injected"), admin=request.blueprint is not None)
+
+
+def header_bytes(environ: dict) -> int:
+    """The size of the request's headers as the size limit counts it."""
+    return sum(len(k) + len(v) for k, v in environ.items() if k.startswith("HTTP_") and isinstance(v, str))
+
+
+def log_access(trace_id: str, method: str, path: str, status: int, t0: float) -> None:
+    access_log.info("%s %s %s %d %.1fms", trace_id, method, path, status, (time.perf_counter() - t0) * 1000)
 
 
 def _trace_id() -> str:
@@ -138,6 +179,9 @@ def create_app(config: Config | None = None, **overrides) -> Flask:
 
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = config.max_body_bytes
+    # An empty path segment (`/instances//retry`) is a path of no route: OCP's 404 envelope, not Werkzeug's
+    # HTML redirect to the path with the slashes merged.
+    app.url_map.merge_slashes = False
     app.json.sort_keys = True
     app.extensions["ocp_mock"] = mock
 
@@ -163,16 +207,8 @@ def _add_operations(app: Flask, mock: Mock) -> None:
 
 
 def _view(mock: Mock, op: Operation):
-    handler = HANDLERS[op.operation_id]
-    auth = mock.auth
-
     def view(**path_values):
-        user = auth.authenticate(request.headers.get("Authorization")) if op.secured else ANONYMOUS
-        params, errors = op.parse_parameters(path_values, request.args, request.headers)
-        if errors:
-            raise invalid_parameters(errors)
-        auth.authorize(user, op.permission)
-        status, data = handler(mock, params)
+        status, data = mock.call(op, path_values, request.args, request.headers, request.headers.get("Authorization"))
         return mock.success(status, data)
 
     view.__name__ = op.operation_id
@@ -204,7 +240,7 @@ def _add_error_handlers(app: Flask, mock: Mock) -> None:
 
 def _add_hooks(app: Flask, mock: Mock) -> None:
     strict = mock.config.strict
-    log_access = mock.config.access_log
+    log_access_on = mock.config.access_log
 
     max_header_bytes = mock.config.max_header_bytes
     max_body_bytes = mock.config.max_body_bytes
@@ -215,8 +251,7 @@ def _add_hooks(app: Flask, mock: Mock) -> None:
         g.ocp_t0 = time.perf_counter()
         g.ocp_trace_id = new_trace_id()
         environ = request.environ
-        size = sum(len(k) + len(v) for k, v in environ.items() if k.startswith("HTTP_") and isinstance(v, str))
-        if size > max_header_bytes:
+        if header_bytes(environ) > max_header_bytes:
             raise OcpError(431, CODE_GENERIC, f"Request headers are larger than {max_header_bytes} bytes.")
         if (request.content_length or 0) > max_body_bytes:
             raise OcpError(413, CODE_GENERIC, f"Request body is larger than {max_body_bytes} bytes.")
@@ -229,13 +264,8 @@ def _add_hooks(app: Flask, mock: Mock) -> None:
             op = mock.spec.operations.get(request.endpoint or "") if request.blueprint is None else None
             problem = mock.contract_problem(op, response)
             if problem:
-                message = f"mock response for {request.method} {request.path} breaks openapi.yaml: {problem}"
-                log.error(message)
-                mock.violations.append(message)
-                response = mock.failure(OcpError(500, CODE_GENERIC, message))
-        if log_access:
-            access_log.info(
-                "%s %s %s %d %.1fms", g.get("ocp_trace_id", "-"), request.method, request.path,
-                response.status_code, (time.perf_counter() - g.get("ocp_t0", time.perf_counter())) * 1000,
-            )
+                response = mock.failure(mock.contract_violation(request.method, request.path, problem))
+        if log_access_on:
+            log_access(g.get("ocp_trace_id", "-"), request.method, request.path, response.status_code,
+                       g.get("ocp_t0", time.perf_counter()))
         return response

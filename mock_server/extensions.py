@@ -1,10 +1,12 @@
 """Optional parts of the mock, each wired into the app in one place: init_extensions(app, mock).
 
-Two of them answer below Flask, as WSGI middleware around `app.wsgi_app`, because what they send is not an OCP API
-answer and so must not pass the strict-mode contract check that Flask's after_request hook runs:
-- docs.py serves `/docs` (Swagger UI), `/openapi.json` and `/openapi.yaml`;
-- cors.py answers browsers' preflight requests and adds the CORS headers to every answer (API, errors, docs).
-The order is cors(docs(flask)): the CORS headers reach the docs' answers too.
+Three of them work below Flask, as WSGI middleware around `app.wsgi_app`:
+- docs.py serves `/docs` (Swagger UI), `/openapi.json` and `/openapi.yaml`: not OCP API answers, so they are not
+  put through the strict-mode contract check that Flask's after_request hook runs;
+- cors.py answers browsers' preflight requests and adds the CORS headers to every answer (API, errors, docs);
+- dispatch.py answers the spec's operations without Flask's request machinery (the hot path) and hands on to
+  Flask what it does not answer exactly as Flask would.
+The order is cors(dispatch(docs(flask))): the CORS headers reach every answer.
 
 A middleware that serves paths of its own registers a `methods(path) -> tuple | None` with `add_wsgi_route`,
 so CORS preflights of those paths list their real methods, as they do for the Flask routes.
@@ -28,11 +30,12 @@ access_log = logging.getLogger("ocp_mock.access")
 
 def init_extensions(app: "Flask", mock: "Mock") -> None:
     """Called by create_app after the spec's operations are routed and before the admin API."""
-    from . import cors, docs, faults, scenarios
+    from . import cors, dispatch, docs, faults, scenarios
 
     faults.init_app(app, mock)  # injected faults and Prefer's forced answers (called from app.py's before-request hook)
     scenarios.init_app(app, mock)  # Config.scenario_files: loaded, and applied when Config.apply_scenarios
     docs.init_app(app, mock)
+    dispatch.init_app(app, mock)  # the spec's operations, answered below Flask (and the docs)
     cors.init_app(app, mock)  # last, so outermost
 
 
