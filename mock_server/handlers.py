@@ -42,7 +42,7 @@ def _subtask_action(action: str, answers_subtask: bool) -> Handler:
     def handle(mock: "Mock", params: dict):
         subtask_id = params["subtaskInstanceId"]
         # OCP does not check that the subtask belongs to params["taskInstanceId"]; neither do we.
-        row = mock.store.subtask(subtask_id)
+        row = mock.store.memo(("subtask", subtask_id), lambda: mock.store.subtask(subtask_id))
         if row is None:
             raise not_found(subtask_id)
         # Refuse without taking the write lock when the state already says no (the common error path).
@@ -71,10 +71,15 @@ def get_subtask_log(mock: "Mock", params: dict):
 
 def get_task_instance(mock: "Mock", params: dict):
     task_id = params["taskInstanceId"]
-    task = mock.runtime.task_instance(task_id)
-    if task is None:
+
+    def wire() -> bytes | None:
+        task = mock.runtime.task_instance(task_id)
+        return None if task is None else dump_data(task)
+
+    data = mock.store.memo(("task", task_id), wire)
+    if data is None:
         raise not_found(task_id)
-    return 200, dump_data(task)
+    return 200, data
 
 
 def _task_action(action: str) -> Handler:
@@ -110,6 +115,11 @@ def _list_shape(spec: "Spec") -> tuple[tuple[str, ...], tuple[str, ...], frozens
 
 
 def list_task_instances(mock: "Mock", params: dict):
+    key = ("list", *sorted(params.items()))
+    return mock.store.memo(key, lambda: _list_task_instances(mock, params))
+
+
+def _list_task_instances(mock: "Mock", params: dict):
     row_fields, sub_fields, time_fields = _list_shape(mock.spec)
     shape = _SORT.match(params["sort"])
     if shape is None:

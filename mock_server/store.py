@@ -9,11 +9,17 @@ Next to the wire form, a subtask row keeps the engine's bookkeeping (runtime.py,
 time of its next automatic transition (indexed, so "is anything due?" is one cheap read), its scenario override,
 its run count and the start of its current run; `subtask_log` holds the logs of subtasks that changed since the
 world was loaded, and meta the mock's clock.
+
+Answers that depend on the stored world alone (a task with its subtasks, a page of the task list) are kept per
+process by `memo`, under the world's version: an 8-byte counter in the lock file, mapped into every process, that
+each writer moves after its COMMIT and before it lets go of the lock. A process whose copy is of another version
+computes it again, so an answer never lags a change that any process has acknowledged.
 """
 
 from __future__ import annotations
 
 import fcntl
+import mmap
 import os
 import sqlite3
 import threading
@@ -45,6 +51,8 @@ ENGINE_COLUMNS = {"due_at": "INTEGER", "scenario": "TEXT", "runs": "INTEGER NOT 
 ENGINE_INDEX = "CREATE INDEX IF NOT EXISTS subtask_due ON subtask (due_at) WHERE due_at IS NOT NULL"
 _CLOCK_AND_DUE = ("SELECT (SELECT value FROM meta WHERE key = 'clock'), "
                   "(SELECT min(due_at) FROM subtask WHERE due_at IS NOT NULL)")
+VERSION_BYTES = 8
+MEMO_LIMIT = 1024  # answers kept per process; past that the memo starts afresh (ids from a fuzzer are endless)
 _RUN_COLUMNS = ("id, task_id, doc, due_at, scenario, runs, run_start, "
                 "EXISTS (SELECT 1 FROM subtask_log l WHERE l.subtask_id = subtask.id)")
 
@@ -89,6 +97,8 @@ class Store:
         self._pid = os.getpid()
         self._turn = threading.Lock()  # writers of this process, one at a time
         self._turn_fd: int | None = None  # the file lock that orders writers across processes
+        self._version: mmap.mmap | None = None  # the world's version: the lock file's first 8 bytes, shared
+        self._memo: dict = {}  # key -> (version, value)
         # Called inside the transaction that loaded a world (or added the engine's columns to an old state
         # file), so the engine can put the world's in-flight subtasks in motion before anyone sees them.
         self.after_load: Callable[[sqlite3.Connection], None] | None = None
@@ -100,6 +110,7 @@ class Store:
             self._pid = os.getpid()
             self._turn = threading.Lock()
             self._turn_fd = None
+            self._version = None
         conn = getattr(self._local, "conn", None)
         if conn is None:
             conn = sqlite3.connect(self.path, isolation_level=None, timeout=self.busy_timeout_ms / 1000,
@@ -130,21 +141,55 @@ class Store:
             except BaseException:
                 conn.execute("ROLLBACK")
                 raise
-            conn.execute("ROLLBACK" if getattr(self._local, "dry_run", False) else "COMMIT")
+            if getattr(self._local, "dry_run", False):
+                conn.execute("ROLLBACK")
+            else:
+                conn.execute("COMMIT")
+                self._moved()
             return result
 
     @contextmanager
     def _writer_turn(self):
         if self._pid != os.getpid():
             self._conn()  # resets the per-process state after a fork
-        if self._turn_fd is None:
-            self._turn_fd = os.open(self.path + ".lock", os.O_RDWR | os.O_CREAT, 0o600)
+        self._lock_file()
         with self._turn:
             fcntl.flock(self._turn_fd, fcntl.LOCK_EX)
             try:
                 yield
             finally:
                 fcntl.flock(self._turn_fd, fcntl.LOCK_UN)
+
+    def _lock_file(self) -> int:
+        """This process's descriptor of the lock file (made when missing), with its version counter mapped."""
+        if self._turn_fd is None:
+            fd = os.open(self.path + ".lock", os.O_RDWR | os.O_CREAT, 0o600)
+            if os.fstat(fd).st_size < VERSION_BYTES:
+                os.ftruncate(fd, VERSION_BYTES)
+            self._version = mmap.mmap(fd, VERSION_BYTES)
+            self._turn_fd = fd
+        return self._turn_fd
+
+    def _moved(self) -> None:
+        """After a COMMIT, under the lock: the world has a new version."""
+        version = int.from_bytes(self._version[:VERSION_BYTES], "little")
+        self._version[:VERSION_BYTES] = ((version + 1) % 2**64).to_bytes(VERSION_BYTES, "little")
+
+    def memo(self, key, compute: Callable[[], object]):
+        """COMPUTE()'s value for KEY, computed once per process and version of the world (see the module doc).
+        COMPUTE must read the stored world only, outside any write transaction."""
+        if self._pid != os.getpid() or self._version is None:
+            self._conn()
+            self._lock_file()
+        version = self._version[:VERSION_BYTES]  # read before COMPUTE: a change made meanwhile recomputes next time
+        entry = self._memo.get(key)
+        if entry is not None and entry[0] == version:
+            return entry[1]
+        value = compute()
+        if len(self._memo) >= MEMO_LIMIT:
+            self._memo = {}
+        self._memo[key] = (version, value)
+        return value
 
     @contextmanager
     def dry_run(self):

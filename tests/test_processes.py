@@ -95,3 +95,48 @@ def test_exactly_one_200_across_processes_sharing_a_world(tmp_path):
         p.join(60)
     codes = sorted(queue.get(timeout=5) for _ in range(n))
     assert codes == [200] + [400] * (n - 1)
+
+
+def test_served_reads_never_lag_a_change_made_by_another_worker(served):
+    """Reads are kept per worker under the world's version: after any acknowledged change, every worker's next
+    read shows it (each call on a new connection, so both workers answer)."""
+    requests.post(served + "/__mock/reset", timeout=5).raise_for_status()
+    task = served + "/api/v2/tasks/instances/1000"
+    page = served + "/api/v2/tasks/instances?page=1&size=2000"
+
+    def status_of(url, sid):
+        with requests.Session() as session:
+            body = session.get(url, auth=ADMIN, timeout=5).json()["data"]
+        rows = body["subtasks"] if "subtasks" in body else next(t for t in body["contents"] if t["id"] == 1000)["subtasks"]
+        return next(s["status"] for s in rows if s["id"] == sid)
+
+    with ThreadPoolExecutor(8) as pool:
+        for _ in range(10):
+            put = requests.put(served + "/__mock/subtasks/10001", json={"status": "FAILED", "operation": "EXECUTE"},
+                               timeout=5)
+            assert put.status_code == 200, put.text
+            assert set(pool.map(lambda url: status_of(url, 10001), [task, page] * 8)) == {"FAILED"}
+            with requests.Session() as session:
+                assert session.post(served + RETRY.format(10001), auth=ADMIN, timeout=5).status_code == 200
+            assert set(pool.map(lambda url: status_of(url, 10001), [task, page] * 8)) == {"READY"}
+            with requests.Session() as session:
+                assert session.post(served + RETRY.format(10001), auth=ADMIN, timeout=5).status_code == 400
+
+
+def test_a_change_through_one_store_is_seen_by_another_at_once(tmp_path):
+    """Two Store objects on one file stand for two worker processes: each keeps its own memo."""
+    from mock_server.store import MEMO_LIMIT, Store
+
+    db_path = str(tmp_path / "world.sqlite3")
+    create_app(Config(db_path=db_path, clock_speed=0))
+    a, b = Store(db_path), Store(db_path)
+    read = lambda store: store.memo(("subtask", 10001), lambda: store.subtask(10001)).status  # noqa: E731
+    assert read(a) == read(b) == "FAILED"
+    a.transaction(lambda conn: conn.execute("UPDATE subtask SET status = 'READY' WHERE id = 10001"))
+    assert read(b) == "READY" and read(a) == "READY"
+    with a.dry_run():  # rolled back: nothing changed, and both keep what they have
+        a.transaction(lambda conn: conn.execute("UPDATE subtask SET status = 'FAILED' WHERE id = 10001"))
+    assert read(b) == "READY"
+    for i in range(MEMO_LIMIT * 2):  # ids without end (a fuzzer's) do not grow the memo without end
+        b.memo(("subtask", i), lambda: None)
+    assert len(b._memo) <= MEMO_LIMIT
