@@ -421,7 +421,7 @@ _WRK_JSON = re.compile(r"^BENCH_JSON (\{.*\})\s*$", re.M)
 def run_wrk(server: Server, workload: Workload, seconds: float, connections: int, threads: int,
             world: World | None, logs: Path, label: str, sample_every: float = 0.5) -> dict:
     threads = connections if workload.one_connection_per_thread else min(threads, connections)
-    env = {**os.environ, "BENCH_LUA_DIR": str(LUA), "BENCH_PREFER": workload.prefer, "BENCH_METHOD": workload.method,
+    env = {**os.environ, "BENCH_LUA_DIR": str(LUA), "BENCH_PREFER": workload.prefer if server.name == "prism" else "", "BENCH_METHOD": workload.method,
            "BENCH_KIND": workload.kind,
            "BENCH_SUBTASKS": ",".join(f"{s}:{t}" for s, t in (world.owned if world else []))}
     argv = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{max(1, round(seconds))}s", "--latency", "--timeout", "10s",

@@ -26,7 +26,7 @@ and the same calls at the same mock times give the same world.
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import timezone
 
 from typing import Callable
@@ -129,6 +129,10 @@ class Sub:
     def id(self) -> int:
         return self.doc["id"]
 
+    def copy(self) -> "Sub":
+        """A copy that shares the doc (a value, see TaskSlice) but not the log. (dataclasses.replace costs 4x.)"""
+        return Sub(self.doc, self.due_at, self.scenario, self.runs, self.run_start, list(self.log))
+
     @property
     def status(self) -> str:
         return self.doc["status"]
@@ -143,7 +147,7 @@ class TaskSlice:
     subs: dict[int, Sub]  # every subtask of the task, by id
 
     def copy(self) -> "TaskSlice":
-        return TaskSlice(self.task, {sid: replace(sub, log=list(sub.log)) for sid, sub in self.subs.items()})
+        return TaskSlice(self.task, {sid: sub.copy() for sid, sub in self.subs.items()})
 
 
 def rng(ctx: Context, *key) -> random.Random:

@@ -6,7 +6,7 @@ omitted rather than written as null.
 
 from __future__ import annotations
 
-import os
+import random
 from datetime import datetime, timedelta, timezone
 
 import orjson
@@ -97,7 +97,9 @@ def dump_data(obj) -> bytes:
 
 
 def new_trace_id() -> str:
-    return os.urandom(8).hex()
+    """16 hex digits, as OCP's traceId. Not a secret: the random module's generator (reseeded in every forked
+    worker) is several times cheaper than os.urandom, which was a tenth of a served request's time."""
+    return f"{random.getrandbits(64):016x}"
 
 
 def parse_offset(text: str) -> timezone:
