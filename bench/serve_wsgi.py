@@ -1,12 +1,13 @@
 """Serve a WSGI app with explicit server options: the bare-Flask ceiling of bench/run.py, and the variants of
-bench/variants.py. With --server granian (the default) it is the same server and defaults as `ocp-mock serve`
-(mock_server/cli.py): Granian(..., interface=WSGI, workers=N, log_access=False).serve(); only the options
-passed here differ.
+bench/variants.py. With --server granian (the default) it starts granian as `ocp-mock serve` does
+(mock_server/cli.py): Granian(..., interface=WSGI, workers=N, log_access=False, workers_kill_timeout=5,
+blocking_threads=4, http1 header_read_timeout=10 s).serve(); only the options passed here differ.
+`--blocking-threads 0` leaves granian's own default (backpressure / 2: 256 threads a worker with 2 workers).
 
     python bench/serve_wsgi.py bare --port 18082 --workers 2
-    python bench/serve_wsgi.py mock --port 18081 --workers 2 --blocking-threads 4   # the mock's app factory
+    python bench/serve_wsgi.py mock --port 18081 --workers 2 --blocking-threads 8   # the mock's app factory
+    python bench/serve_wsgi.py mock --port 18081 --config fast_path=false           # every request through Flask
     python bench/serve_wsgi.py mock --port 18081 --server gunicorn-gthread --threads 8   # needs gunicorn
-    python bench/serve_wsgi.py mock --port 18081 --patch writelock                  # see patched_wsgi.py
 """
 
 from __future__ import annotations
@@ -27,15 +28,15 @@ def main(argv=None) -> None:
     p.add_argument("app", choices=["bare", "raw", "mock"])
     p.add_argument("--port", type=int, required=True)
     p.add_argument("--workers", type=int, default=2)
-    p.add_argument("--blocking-threads", type=int)
+    p.add_argument("--blocking-threads", type=int, default=4,
+                   help="granian threads per worker (default 4, as ocp-mock serve; 0: granian's own default)")
     p.add_argument("--backpressure", type=int)
     p.add_argument("--runtime-threads", type=int)
     p.add_argument("--runtime-mode", choices=["auto", "st", "mt"])
     p.add_argument("--server", choices=["granian", "gunicorn-gthread", "gunicorn-sync"], default="granian")
     p.add_argument("--threads", type=int, default=8, help="gunicorn gthread threads per worker")
-    p.add_argument("--patch", action="append", default=[], help="mock only: a patch of bench/patched_wsgi.py")
     p.add_argument("--config", action="append", default=[], metavar="FIELD=JSON",
-                   help="mock only: a Config field, e.g. clock_speed=0")
+                   help="mock only: a Config field, e.g. clock_speed=0 or fast_path=false")
     args = p.parse_args(argv)
 
     # An inherited PYTHONPATH comes first, so `PYTHONPATH=/some/checkout` benchmarks that checkout's mock_server.
@@ -63,9 +64,6 @@ def main(argv=None) -> None:
         create_app(config).extensions["ocp_mock"].store.close()
         os.environ[CONFIG_ENV] = config.to_json()
         target, factory = "mock_server.wsgi:app_from_env", True
-        if args.patch:
-            os.environ["BENCH_PATCHES"] = ",".join(args.patch)
-            target = "patched_wsgi:app_from_env"
     elif args.app == "raw":
         target, factory = "bare_app:raw_app", False
     else:
@@ -86,9 +84,10 @@ def main(argv=None) -> None:
 
     from granian import Granian
     from granian.constants import Interfaces, RuntimeModes
+    from granian.http import HTTP1Settings
 
     options = {}
-    if args.blocking_threads is not None:
+    if args.blocking_threads:
         options["blocking_threads"] = args.blocking_threads
     if args.backpressure is not None:
         options["backpressure"] = args.backpressure
@@ -98,7 +97,8 @@ def main(argv=None) -> None:
         options["runtime_mode"] = RuntimeModes(args.runtime_mode)
     try:
         Granian(target=target, factory=factory, address="127.0.0.1", port=args.port, interface=Interfaces.WSGI,
-                workers=args.workers, log_access=False, **options).serve()
+                workers=args.workers, log_access=False, workers_kill_timeout=5,
+                http1_settings=HTTP1Settings(header_read_timeout=10_000), **options).serve()
     finally:
         if folder:
             shutil.rmtree(folder, ignore_errors=True)

@@ -1,11 +1,15 @@
 #!/usr/bin/env python3
-"""Server options and candidate changes for the mock, measured side by side (the same harness as bench/run.py).
+"""Server options of the mock, and its Flask path, measured side by side (the same harness as bench/run.py).
 
     python3 bench/variants.py                                  # every variant, retry-400 and retry-200
-    python3 bench/variants.py --variants default,bt1,bt2 --workloads retry-400 --rounds 3 --seconds 10
+    python3 bench/variants.py --variants default,flask-path,bare --workloads retry-400,get-task --rounds 3 --seconds 10
 
-Each variant is the mock's own app factory (mock_server.wsgi:app_from_env) behind another server setting, or
-with a candidate change applied in its workers (bench/patched_wsgi.py); mock_server/ is not edited.
+`default` is `ocp-mock serve` as shipped (2 workers, 4 granian blocking threads a worker). Every other variant is
+the mock's own app factory (mock_server.wsgi:app_from_env) started by bench/serve_wsgi.py, which starts granian with
+the same options as `ocp-mock serve`, so a variant differs from `default` only in what its argv names: another
+granian setting, another server (gunicorn), or a Config field (`--config FIELD=JSON`, e.g. `flask-path`:
+fast_path=false, every request through Flask instead of mock_server/dispatch.py). `bare` and `raw` are the
+ceilings (bench/bare_app.py) on the same server options. mock_server/ is not edited.
 Variants run alternately, in a rotating order, several rounds; the world is reset before every run.
 gunicorn is installed on demand into bench/.tools/py (pip --target), not into .venv.
 Writes bench/out/variants-<time>.json and .md (and bench/out/variants-latest.md).
@@ -28,45 +32,28 @@ import run  # noqa: E402  (bench/run.py: servers, wrk, world helpers)
 PYTOOLS = run.TOOLS / "py"
 SERVE = [run.VENV_BIN / "python", run.BENCH / "serve_wsgi.py"]
 
-# name -> (description, argv after `serve_wsgi.py APP`, app)
+# name -> (description, argv after `serve_wsgi.py APP`, app); serve_wsgi.py's defaults are ocp-mock serve's
 VARIANTS = {
-    "default": ("ocp-mock serve --workers 2 (granian defaults: blocking_threads 256, backpressure 512 per worker)", None, "mock"),
+    "default": ("ocp-mock serve as shipped: 2 workers, 4 blocking threads per worker (--threads 4)", None, "mock"),
+    "flask-path": ("every request through Flask (--config fast_path=false): prices the dispatcher",
+                   ["--config", "fast_path=false", "--blocking-threads", "4"], "mock"),
     "clock0": ("the mock's clock stopped (--clock-speed 0): no due transitions, so no catch-up writes",
                ["--config", "clock_speed=0"], "mock"),
     "bt2+clock0": ("blocking_threads=2, clock stopped", ["--blocking-threads", "2", "--config", "clock_speed=0"], "mock"),
     "bt1": ("granian blocking_threads=1", ["--blocking-threads", "1"], "mock"),
     "bt2": ("granian blocking_threads=2", ["--blocking-threads", "2"], "mock"),
-    "bt4": ("granian blocking_threads=4", ["--blocking-threads", "4"], "mock"),
+    "bt4": ("granian blocking_threads=4 (default's threading, started by serve_wsgi.py)", ["--blocking-threads", "4"], "mock"),
     "bt8": ("granian blocking_threads=8", ["--blocking-threads", "8"], "mock"),
-    "bp8": ("granian backpressure=8 (so blocking_threads=4)", ["--backpressure", "8"], "mock"),
+    "bt-granian": ("granian's own default threads (backpressure / 2: 256 a worker with 2 workers)",
+                   ["--blocking-threads", "0"], "mock"),
+    "bp8": ("granian backpressure=8 (blocking_threads 4)", ["--backpressure", "8"], "mock"),
     "rt2": ("granian runtime_threads=2", ["--runtime-threads", "2"], "mock"),
     "w1": ("granian 1 worker", ["--workers", "1"], "mock"),
     "w3": ("granian 3 workers", ["--workers", "3"], "mock"),
     "w1+bt2": ("granian 1 worker, blocking_threads=2", ["--workers", "1", "--blocking-threads", "2"], "mock"),
     "gthread": ("gunicorn gthread 2 workers x 8 threads", ["--server", "gunicorn-gthread", "--threads", "8"], "mock"),
-    "writelock": ("patch: per-process threading.Lock around Store._write", ["--patch", "writelock"], "mock"),
-    "bt2+writelock": ("blocking_threads=2 + writelock", ["--blocking-threads", "2", "--patch", "writelock"], "mock"),
-    "sharedlock": ("patch: writers queue on flock + per-process lock around the SQLite write", ["--patch", "sharedlock"], "mock"),
-    "bt2+sharedlock": ("blocking_threads=2 + sharedlock", ["--blocking-threads", "2", "--patch", "sharedlock"], "mock"),
-    "versioncache": ("patch: sharedlock + per-thread read cache dropped when a shared version counter moves",
-                     ["--patch", "versioncache"], "mock"),
-    "bt2+all4+versioncache": ("blocking_threads=2 + all4 + versioncache: the correct 'everything'",
-                              ["--blocking-threads", "2", "--patch", "intparams", "--patch", "noraise", "--patch",
-                               "nohdrscan", "--patch", "nomiddleware", "--patch", "versioncache"], "mock"),
-    "intparams": ("patch: no jsonschema call for plain integer path parameters", ["--patch", "intparams"], "mock"),
-    "all4": ("patches intparams + noraise + nohdrscan + nomiddleware",
-             ["--patch", "intparams", "--patch", "noraise", "--patch", "nohdrscan", "--patch", "nomiddleware"], "mock"),
-    "thin": ("prototype: spec operations answered by a plain WSGI dispatcher in front of Flask", ["--patch", "thin"], "mock"),
-    "bt2+thin+intparams+versioncache": ("blocking_threads=2 + thin + intparams + versioncache",
-                                        ["--blocking-threads", "2", "--patch", "thin", "--patch", "intparams",
-                                         "--patch", "versioncache"], "mock"),
-    "readcache": ("measure only: subtask reads from a per-process dict (no SQLite on the read path)",
-                  ["--patch", "readcache"], "mock"),
-    "bt2+all4+readcache": ("blocking_threads=2 + all4 + readcache: everything at once",
-                           ["--blocking-threads", "2", "--patch", "intparams", "--patch", "noraise", "--patch",
-                            "nohdrscan", "--patch", "nomiddleware", "--patch", "readcache"], "mock"),
-    "bare": ("bare Flask constant on granian defaults (the ceiling)", [], "bare"),
-    "raw": ("plain WSGI callable returning the same constants, no Flask (granian defaults)", [], "raw"),
+    "bare": ("bare Flask constant, 4 blocking threads (the Flask ceiling)", [], "bare"),
+    "raw": ("plain WSGI callable returning the same constants, no Flask, 4 blocking threads", [], "raw"),
     "bare-bt1": ("bare Flask constant, granian blocking_threads=1", ["--blocking-threads", "1"], "bare"),
     "bare-bt2": ("bare Flask constant, granian blocking_threads=2", ["--blocking-threads", "2"], "bare"),
 }
