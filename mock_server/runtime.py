@@ -256,16 +256,22 @@ class Runtime:
         return wire_task(orjson.loads(task_doc), [orjson.loads(d) for d in sub_docs])
 
     def subtask_log(self, subtask_id: int) -> str | None:
+        """The log as it reads now: what is stored (kept per world version) and the lines of a run in progress."""
+        found = self.store.memo(("log", subtask_id), lambda: self._stored_log(subtask_id))
+        if found is None:
+            return None
+        row, base, ctx = found
+        sub = Sub(orjson.loads(row.doc), row.due_at,
+                  Scenario.from_dict(orjson.loads(row.scenario)) if row.scenario else None, row.runs, row.run_start)
+        return logs.join(base, engine.running_log(sub, self.now_ms(), ctx))
+
+    def _stored_log(self, subtask_id: int) -> tuple | None:
         found = self.store.subtask_run(subtask_id)
         if found is None:
             return None
         row, text = found
         ctx = Context(self.store.seed() or 0, self.tz)
-        doc = orjson.loads(row.doc)
-        base = text if text is not None else logs.seeded_log(doc, ctx.seed, ctx.tz)
-        sub = Sub(doc, row.due_at, Scenario.from_dict(orjson.loads(row.scenario)) if row.scenario else None, row.runs,
-                  row.run_start)
-        return logs.join(base, engine.running_log(sub, self.now_ms(), ctx))
+        return row, text if text is not None else logs.seeded_log(orjson.loads(row.doc), ctx.seed, ctx.tz), ctx
 
     def subtask_engine_state(self, subtask_id: int) -> dict | None:
         """What the engine knows of a subtask, for the admin API."""
