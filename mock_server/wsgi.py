@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import sys
@@ -21,4 +22,8 @@ def app_from_env():
         access.addHandler(handler)
         access.setLevel(logging.INFO)
         access.propagate = False
-    return create_app(config)
+    app = create_app(config)
+    # What start-up made (spec, validators, Flask, the seeded world) lives as long as the worker: out of the
+    # collector's sight, a full collection takes well under a millisecond instead of 20-50 ms (a latency spike).
+    gc.freeze()
+    return app
