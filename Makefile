@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 ARGS   ?=
 PYTEST_ARGS ?=
 
-.PHONY: serve test contract fuzz bench clean browser
+.PHONY: serve test contract fuzz bench bench-contract clean browser
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -36,6 +36,9 @@ fuzz: $(VENV)/.installed-test  ## long schemathesis run against `ocp-mock serve`
 
 bench: $(VENV)/.installed  ## mock vs Prism vs bare Flask, see bench/RESULTS.md (ARGS="--duration 300": 5-minute soak)
 	$(BIN)/python bench/run.py $(ARGS)
+
+bench-contract: $(VENV)/.installed-test  ## ocp-contract vs plain `st run` on the mock, cases/s (ARGS="--rounds 5 --max-examples 100")
+	$(BIN)/python bench/contract.py $(ARGS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis reports

@@ -80,9 +80,9 @@ def log(message: str) -> None:
 _LIVE: list[subprocess.Popen] = []
 
 
-def spawn(argv: list, log_path: Path, env: dict | None = None) -> subprocess.Popen:
+def spawn(argv: list, log_path: Path, env: dict | None = None, cwd: Path = ROOT) -> subprocess.Popen:
     with open(log_path, "ab") as out:
-        proc = subprocess.Popen([str(a) for a in argv], cwd=ROOT, env=env, stdin=subprocess.DEVNULL,
+        proc = subprocess.Popen([str(a) for a in argv], cwd=cwd, env=env, stdin=subprocess.DEVNULL,
                                 stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     _LIVE.append(proc)
     return proc

@@ -14,6 +14,7 @@ Nothing here registers with schemathesis; `contracts.st_checks` does that on imp
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -152,6 +153,11 @@ def parse_rfc3339(text: Any) -> datetime | None:
     """The instant TEXT names when it is an RFC 3339 date-time with an offset, else None."""
     if not isinstance(text, str):
         return None
+    return _parse_rfc3339(text)
+
+
+@functools.lru_cache(maxsize=4096)  # two checks parse every time of every response, and times repeat across pages
+def _parse_rfc3339(text: str) -> datetime | None:
     match = RFC3339.match(text)
     if not match:
         return None
@@ -251,11 +257,9 @@ def ocp_timestamp_format(ex: Exchange, contract: Contract):
     if body is None:
         return NOT_APPLICABLE
     values = {"/timestamp": body["timestamp"]} if "timestamp" in body else {}
-    schema = _declared_schema(ex, contract)
-    if schema is not None:
-        for where, sub, value in contract.walk(schema, body):
-            if sub.get("format") == "date-time":
-                values[where] = value
+    for where, sub, value in _nodes(ex, contract) or ():
+        if sub.get("format") == "date-time":
+            values[where] = value
     if not values:
         return NOT_APPLICABLE
     bad = {where: value for where, value in values.items() if parse_rfc3339(value) is None}
@@ -304,12 +308,11 @@ def ocp_time_order(ex: Exchange, contract: Contract):
 
 def ocp_enum_values(ex: Exchange, contract: Contract):
     """Every value the spec types as an enum is exactly one of the listed values (case matters)."""
-    schema = _declared_schema(ex, contract)
-    body = ex.envelope
-    if schema is None or body is None:
+    nodes = _nodes(ex, contract)
+    if nodes is None:
         return NOT_APPLICABLE
     seen = False
-    for where, sub, value in contract.walk(schema, body):
+    for where, sub, value in nodes:
         if "enum" in sub:
             seen = True
             if value not in sub["enum"]:
@@ -429,14 +432,15 @@ def _long(value: Any) -> Any:
 def ocp_subtask_links(ex: Exchange, contract: Contract):
     """Inside one task the subtask graph is symmetric: B is among A's downstreams exactly when A is among B's
     upstreams, and every upstream and downstream is a subtask of the same task."""
-    schema = _declared_schema(ex, contract)
-    body = ex.envelope
-    if schema is None or body is None:
+    nodes = _nodes(ex, contract)
+    if nodes is None:
         return NOT_APPLICABLE
     seen = False
-    for where, sub, value in contract.walk(schema, body):
+    for where, sub, value in nodes:
+        if not isinstance(value, dict):
+            continue
         items = contract.items_schema(sub, SUBTASKS)
-        if items is None or not isinstance(value, dict):
+        if items is None:
             continue
         if not {UPSTREAMS, DOWNSTREAMS} <= set(contract.properties(items)):
             continue
@@ -498,6 +502,18 @@ def spec_body_schema(ex: Exchange, contract: Contract):
 def _declared_schema(ex: Exchange, contract: Contract) -> dict | None:
     op = contract.operation(ex.request.operation)
     return contract.body_schema(op, ex.status, ex.media_type) if op else None
+
+
+def _nodes(ex: Exchange, contract: Contract) -> list[tuple[str, dict, Any]] | None:
+    """Contract.walk of EX's body over the schema declared for it, as a list, or None when there is no declared
+    schema or no JSON object. Several checks read it: it is worked out once per exchange (and schema)."""
+    schema, body = _declared_schema(ex, contract), ex.envelope
+    if schema is None or body is None:
+        return None
+    cached = ex.__dict__.get("_walked")
+    if cached is None or cached[0] is not schema or cached[1] is not body:
+        cached = ex._walked = (schema, body, list(contract.walk(schema, body)))
+    return cached[2]
 
 
 def _objects(node: Any):

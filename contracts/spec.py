@@ -9,7 +9,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,6 +25,15 @@ _CANONICAL_INTEGER = re.compile(r"-?(0|[1-9][0-9]*)\Z")
 _LOOSE_INTEGER = re.compile(r"[+-]?[0-9]+\Z")
 _TEMPLATE = re.compile(r"\{([^}/]+)\}")
 _LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml's parser when present: several times faster
+# Where a JSON Schema (2020-12) holds subschemas: maps of them, lists of them, single ones. Everything else is data
+# (enum, const, default, examples...) or an annotation, copied as it is.
+_SCHEMA_MAPS = frozenset({"properties", "patternProperties", "$defs", "definitions", "dependentSchemas"})
+_SCHEMA_LISTS = frozenset({"allOf", "anyOf", "oneOf", "prefixItems"})
+_SCHEMA_ONE = frozenset({"items", "additionalItems", "additionalProperties", "unevaluatedItems",
+                         "unevaluatedProperties", "contains", "propertyNames", "not", "if", "then", "else"})  # fmt: skip
+# Keywords that do not validate: a $ref beside only these means the referenced schema, nothing more.
+_ANNOTATIONS = frozenset({"description", "title", "$comment", "example", "examples", "default", "deprecated",
+                          "readOnly", "writeOnly", "externalDocs", "xml"})  # fmt: skip
 
 
 class SpecError(Exception):
@@ -61,6 +70,7 @@ class Contract:
     sha256: str = ""
     operations: list[Operation] = field(default_factory=list)
     _validators: dict[int, Draft202012Validator] = field(default_factory=dict, repr=False)
+    _memo: dict[tuple, tuple[Any, Any]] = field(default_factory=dict, repr=False)
 
     # -- loading ---------------------------------------------------------------------------------
     @classmethod
@@ -119,12 +129,15 @@ class Contract:
 
     def resolve(self, node: Any) -> Any:
         while isinstance(node, dict) and "$ref" in node:
-            ref = node["$ref"]
-            if not ref.startswith("#/"):
-                raise ValueError(f"only local references are supported, got {ref!r}")
-            node = self.raw
-            for part in ref[2:].split("/"):
-                node = node[part.replace("~1", "/").replace("~0", "~")]
+            node = self._pointer(node["$ref"])
+        return node
+
+    def _pointer(self, ref: str) -> Any:
+        if not ref.startswith("#/"):
+            raise ValueError(f"only local references are supported, got {ref!r}")
+        node = self.raw
+        for part in ref[2:].split("/"):
+            node = node[part.replace("~1", "/").replace("~0", "~")]
         return node
 
     def schema(self, name: str) -> dict | None:
@@ -137,12 +150,42 @@ class Contract:
 
     # -- schemas ---------------------------------------------------------------------------------
     def validator(self, schema: dict) -> Draft202012Validator:
-        """A compiled validator for SCHEMA (a node of this spec); `#/components/...` refs resolve."""
+        """A compiled validator for SCHEMA (a node of this spec); `#/components/...` refs resolve. The refs are
+        replaced by what they point to once, here (see inline), so that validating a body looks none of them up."""
         key = id(schema)
         if key not in self._validators:
-            root = {**schema, "components": self.raw.get("components", {})}
+            inlined = self.inline(schema)
+            root = {**(inlined if isinstance(inlined, dict) else schema), "components": self.raw.get("components", {})}
             self._validators[key] = Draft202012Validator(root, format_checker=Draft202012Validator.FORMAT_CHECKER)
         return self._validators[key]
+
+    def inline(self, schema: Any, active: tuple[str, ...] = ()) -> Any:
+        """SCHEMA with every local `$ref` that stands alone (beside annotations only) replaced by the schema it
+        points to, recursively: the same constraints, validated the same way, with no reference to look up. A
+        recursive reference (one met again inside what it points to) and a `$ref` beside other keywords stay as
+        they are (the validator's root keeps `components`, so they still resolve). The spec itself is not changed:
+        the nodes that change are copies."""
+        if not isinstance(schema, dict):
+            return schema
+        ref = schema.get("$ref")
+        standalone = isinstance(ref, str) and schema.keys() - {"$ref"} <= _ANNOTATIONS
+        if standalone and ref.startswith("#/") and ref not in active:
+            try:
+                target = self._pointer(ref)
+            except (KeyError, IndexError, TypeError):
+                target = None  # a dangling reference: left for the validator to report as it always did
+            if target is not None:
+                return self.inline(target, (*active, ref))
+        out = {}
+        for key, value in schema.items():
+            if key in _SCHEMA_MAPS and isinstance(value, dict):
+                value = {name: self.inline(sub, active) for name, sub in value.items()}
+            elif key in _SCHEMA_LISTS and isinstance(value, list):
+                value = [self.inline(sub, active) for sub in value]
+            elif key in _SCHEMA_ONE:
+                value = self.inline(value, active)
+            out[key] = value
+        return out
 
     def first_error(self, schema: dict, instance: Any) -> str | None:
         """The most relevant way INSTANCE breaks SCHEMA, as one line, or None when it matches."""
@@ -155,19 +198,25 @@ class Contract:
     def walk(self, schema: Any, instance: Any, where: str = "") -> Iterator[tuple[str, dict, Any]]:
         """Every (location, schema, value) pair of INSTANCE that SCHEMA describes through $ref, allOf,
         properties and items. oneOf/anyOf are not entered (which branch applies is schema validation's job)."""
+        found: list[tuple[str, dict, Any]] = []
+        self._walk(schema, instance, where, found)
+        return iter(found)
+
+    def _walk(self, schema: Any, instance: Any, where: str, found: list) -> None:
+        # depth first, a node before what is inside it, into one list (nested generators cost more than the walk)
         schema = self.resolve(schema)
         if not isinstance(schema, dict):
             return
-        yield where or "/", schema, instance
-        for sub in schema.get("allOf", []):
-            yield from self.walk(sub, instance, where)
+        found.append((where or "/", schema, instance))
+        for sub in schema.get("allOf", ()):
+            self._walk(sub, instance, where, found)
         if isinstance(instance, dict):
             for key, sub in schema.get("properties", {}).items():
                 if key in instance:
-                    yield from self.walk(sub, instance[key], f"{where}/{key}")
+                    self._walk(sub, instance[key], f"{where}/{key}", found)
         if isinstance(instance, list) and isinstance(schema.get("items"), dict):
             for index, item in enumerate(instance):
-                yield from self.walk(schema["items"], item, f"{where}/{index}")
+                self._walk(schema["items"], item, f"{where}/{index}", found)
 
     def required(self, schema: Any) -> set[str]:
         """The property names SCHEMA requires, through $ref and allOf."""
@@ -177,8 +226,22 @@ class Contract:
             names |= self.required(sub)
         return names
 
+    def _cached(self, kind: str, schema: Any, name: str | None, compute: Callable[[], Any]) -> Any:
+        """COMPUTE's answer about SCHEMA, a node of the spec (which does not change), worked out once per node:
+        the checks ask the same of every response. The entry holds SCHEMA, so its id stays that node's."""
+        if not isinstance(schema, dict) or not schema:
+            return compute()
+        key = (kind, id(schema), name)
+        entry = self._memo.get(key)
+        if entry is None or entry[0] is not schema:
+            entry = self._memo[key] = (schema, compute())
+        return entry[1]
+
     def property_schema(self, schema: Any, name: str) -> dict | None:
         """The (resolved) schema SCHEMA gives its property NAME, through $ref and allOf; None when it has none."""
+        return self._cached("property", schema, name, lambda: self._property_schema(schema, name))
+
+    def _property_schema(self, schema: Any, name: str) -> dict | None:
         schema = self.resolve(schema)
         if not isinstance(schema, dict):
             return None
@@ -192,7 +255,11 @@ class Contract:
         return None
 
     def properties(self, schema: Any) -> dict[str, dict]:
-        """Every property SCHEMA declares (name -> resolved schema), through $ref and allOf."""
+        """Every property SCHEMA declares (name -> resolved schema), through $ref and allOf. Shared between
+        callers: read it, do not change it."""
+        return self._cached("properties", schema, None, lambda: self._properties(schema))
+
+    def _properties(self, schema: Any) -> dict[str, dict]:
         schema = self.resolve(schema)
         found: dict[str, dict] = {}
         if isinstance(schema, dict):

@@ -157,6 +157,72 @@ def test_fuzzing_copy_of_the_spec_has_no_parameter_examples():
     assert "example" in CONTRACT.raw["components"]["parameters"]["subtaskInstanceId"]  # the original is untouched
 
 
+def test_validators_inline_refs_and_report_what_the_refs_would():
+    """Contract.validator replaces standalone $refs by their targets once; the verdicts and messages are those of
+    the spec as written (validated through its refs), on valid bodies and on broken ones."""
+    from jsonschema import Draft202012Validator
+    from jsonschema.exceptions import best_match
+
+    schema = CONTRACT.body_schema(CONTRACT.operation("getTaskInstance"), 200, None)
+    as_written = Draft202012Validator({**schema, "components": CONTRACT.raw["components"]},
+                                      format_checker=Draft202012Validator.FORMAT_CHECKER)  # fmt: skip
+    assert "$ref" not in json.dumps(CONTRACT.inline(schema))
+    body = copy.deepcopy(CONTRACT.raw["components"]["examples"]["TaskInstanceFailed"]["value"])
+    broken = []
+    for change in ("status", "createTime", "id", "subtasks", "extra"):
+        b = copy.deepcopy(body)
+        if change == "extra":
+            b["data"]["unexpectedField"] = 1
+        elif change == "subtasks":
+            b["data"]["subtasks"] = [{"id": "x", "status": "ready"}]
+        else:
+            b["data"][change] = "lower-case" if change == "status" else ("2024-13-45" if change == "createTime" else None)
+        broken.append(b)
+    for instance in (body, *broken, envelope(200), [], "x"):
+        error = best_match(as_written.iter_errors(instance))
+        expected = None if error is None else "at /" + "/".join(map(str, error.absolute_path)) + f": {error.message}"
+        assert CONTRACT.first_error(schema, instance) == expected
+
+
+def test_inlining_keeps_recursive_and_constrained_refs():
+    contract = Contract.from_dict({
+        "openapi": "3.1.0", "paths": {},
+        "components": {"schemas": {
+            "Node": {"type": "object", "properties": {"child": {"$ref": "#/components/schemas/Node"},
+                                                      "id": {"$ref": "#/components/schemas/Id", "description": "d"}}},
+            "Id": {"type": "integer"},
+            "Small": {"$ref": "#/components/schemas/Id", "maximum": 3},
+        }},
+    })  # fmt: skip
+    node = contract.inline(contract.raw["components"]["schemas"]["Node"])
+    assert node["properties"]["id"] == {"type": "integer"}  # beside a description: inlined
+    assert node["properties"]["child"]["properties"]["child"] == {"$ref": "#/components/schemas/Node"}  # recursion
+    small = contract.raw["components"]["schemas"]["Small"]
+    assert contract.inline(small) == small  # a $ref beside a constraint stays
+    assert contract.first_error(small, 4) is not None and contract.first_error(small, 2) is None
+    deep = {"child": {"child": {"child": {"id": "x"}}}}
+    assert "is not of type 'integer'" in contract.first_error(contract.raw["components"]["schemas"]["Node"], deep)
+
+
+def test_the_body_walk_is_shared_by_the_checks_and_follows_the_exchange():
+    ex = exchange(200)
+    nodes = checks._nodes(ex, CONTRACT)
+    assert nodes and checks._nodes(ex, CONTRACT) is nodes  # worked out once
+    assert ("/data/status", CONTRACT.schema("SubtaskState"), "READY") in nodes
+    other = Exchange(ex.request, 400, ex.headers, json.dumps(envelope(400, error={"code": 20003, "message": "x"})))
+    assert checks._nodes(other, CONTRACT) is not nodes
+
+
+def test_the_default_spec_is_the_mocks_without_importing_it():
+    import subprocess
+    import sys
+
+    code = ("import sys; from contracts.runner import default_spec_path; p = default_spec_path(); "
+            "assert 'mock_server' not in sys.modules, 'imported'; from mock_server.spec import SPEC_PATH; "
+            "assert p == str(SPEC_PATH), (p, SPEC_PATH)")  # fmt: skip
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
 def test_a_bad_spec_is_a_spec_error(tmp_path):
     (tmp_path / "bad.yaml").write_text("openapi: [\n")
     (tmp_path / "swagger.yaml").write_text("swagger: '2.0'\npaths: {}\n")
