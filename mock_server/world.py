@@ -20,7 +20,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any, NamedTuple
 
-from .spec import SPEC_PATH, load_spec
+from .config import DEFAULT_SEED, SPEC_PATH
+from .spec import load_spec
 
 __all__ = [
     "DEFAULT_SEED",
@@ -51,7 +52,6 @@ __all__ = [
     "parse_time",
 ]  # OcpProvider is importable too, but built on first access (it imports Faker)
 
-DEFAULT_SEED = 20241106
 FIXTURE_TASK_ID = 1000
 FIXTURE_FAILED_SUBTASK_ID = 10001
 FIRST_SUBTASK_ID = 10000

@@ -7,9 +7,7 @@ import os
 import sys
 
 from .app import create_app
-from .config import Config
-
-CONFIG_ENV = "OCP_MOCK_CONFIG"
+from .config import CONFIG_ENV, Config
 
 
 def app_from_env():

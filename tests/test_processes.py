@@ -95,3 +95,17 @@ def test_exactly_one_200_across_processes_sharing_a_world(tmp_path):
         p.join(60)
     codes = sorted(queue.get(timeout=5) for _ in range(n))
     assert codes == [200] + [400] * (n - 1)
+
+
+def test_the_command_line_imports_none_of_the_app():
+    """granian's main process imports cli.py and forks the workers from itself: it holds neither the app's libraries
+    nor the world (startup.py builds it in a child process)."""
+    import subprocess
+    import sys
+
+    code = "import sys, mock_server.cli; print(' '.join(sorted(m for m in sys.modules if m.split('.')[0] in " \
+           "{'flask', 'werkzeug', 'jsonschema', 'yaml', 'faker', 'orjson', 'sqlite3'} or m in " \
+           "{'mock_server.app', 'mock_server.spec', 'mock_server.world', 'mock_server.store'})))"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30, check=True)
+    assert result.stdout.strip() == ""
+
