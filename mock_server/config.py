@@ -67,6 +67,9 @@ class Config:
     # when apply_scenarios (`ocp-mock serve` applies them once, before its workers start).
     scenario_files: list[str] = field(default_factory=list)
     apply_scenarios: bool = True
+    # A private folder where the processes of one server keep the worlds they built (world.share_built_worlds);
+    # set by the entry points (`ocp-mock serve`: its temporary folder), not read by create_app.
+    world_cache: str | None = None
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self))

@@ -43,7 +43,8 @@ class Preparation:
 
 def prepare(config: Config, users_file: str | None, scenario_files: list[str]) -> dict:
     """Checks the users file, then the scenario files (in full, before anything is created), then seeds or opens
-    the world and applies the scenarios once. The answer: as the module's docstring says."""
+    the world and applies the scenarios once; leaves the world of --seed in Config.world_cache for the workers'
+    resets. The answer: as the module's docstring says."""
     from .auth import UsersFileError, load_users
 
     if users_file:
@@ -54,7 +55,9 @@ def prepare(config: Config, users_file: str | None, scenario_files: list[str]) -
     from .app import create_app
     from .scenarios import load_files
     from .spec import load_spec
+    from .world import build_world, share_built_worlds
 
+    share_built_worlds(config.world_cache)
     try:
         names = [d.name for d in load_files(scenario_files, load_spec(config.spec_path))] if scenario_files else []
         store = create_app(config).extensions["ocp_mock"].store
@@ -62,6 +65,7 @@ def prepare(config: Config, users_file: str | None, scenario_files: list[str]) -
         store.close()
     except ValueError as exc:
         return {"error": str(exc), "param": None}
+    build_world(config.seed, config.task_count)  # for the workers' resets (already built unless the file held one)
     return {"seed": seed, "scenarios": names}
 
 

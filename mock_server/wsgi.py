@@ -8,6 +8,7 @@ import sys
 
 from .app import create_app
 from .config import CONFIG_ENV, Config
+from .world import share_built_worlds
 
 
 def app_from_env():
@@ -19,4 +20,5 @@ def app_from_env():
         access.addHandler(handler)
         access.setLevel(logging.INFO)
         access.propagate = False
+    share_built_worlds(config.world_cache)
     return create_app(config)

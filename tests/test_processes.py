@@ -109,3 +109,15 @@ def test_the_command_line_imports_none_of_the_app():
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30, check=True)
     assert result.stdout.strip() == ""
 
+
+def test_shared_worlds_are_the_worlds_built(tmp_path):
+    from mock_server import world
+
+    built = world.build_world(7, task_count=12)
+    world.share_built_worlds(str(tmp_path))
+    try:
+        first, again = world.build_world(7, task_count=12), world.build_world(7, task_count=12)
+    finally:
+        world.share_built_worlds(None)
+    assert [p.name for p in tmp_path.iterdir()] == ["world-7-12.json"]  # built once, then read
+    assert first == again == built
