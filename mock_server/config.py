@@ -10,9 +10,10 @@ import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .spec import SPEC_PATH
-from .world import DEFAULT_SEED
-
+# Light on purpose: granian's main process imports this module (cli.py), and every worker it forks starts with
+# what that process holds; the app's modules (spec.py, world.py and their libraries) are imported by the workers.
+SPEC_PATH = Path(__file__).resolve().with_name("openapi.yaml")
+DEFAULT_SEED = 20241106  # the world's (world.py)
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8080
 DEFAULT_WORKERS = 2
@@ -20,6 +21,9 @@ DEFAULT_CLOCK_SPEED = 1.0
 DEFAULT_UTC_OFFSET = "+08:00"  # OCP deployments answer in their server's zone; Asia/Shanghai is the common one
 # Origins whose pages may call the mock from a browser (the usual dev-server ports); "*" reflects any origin.
 DEFAULT_CORS_ORIGINS = ("http://localhost:3000", "http://127.0.0.1:3000", "http://localhost:5173", "http://127.0.0.1:5173")
+
+# Environment variable in which `ocp-mock serve` hands its configuration (JSON) to the workers (wsgi.py).
+CONFIG_ENV = "OCP_MOCK_CONFIG"
 
 
 def default_server_id() -> str:
@@ -66,6 +70,9 @@ class Config:
     # when apply_scenarios (`ocp-mock serve` applies them once, before its workers start).
     scenario_files: list[str] = field(default_factory=list)
     apply_scenarios: bool = True
+    # A private folder where the processes of one server keep the worlds they built (world.share_built_worlds);
+    # set by the entry points (`ocp-mock serve`: its temporary folder), not read by create_app.
+    world_cache: str | None = None
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self))

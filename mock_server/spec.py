@@ -20,7 +20,6 @@ try:  # the C loader is several times faster where libyaml is present
 except AttributeError:  # pragma: no cover
     _Loader = yaml.SafeLoader
 
-SPEC_PATH = Path(__file__).resolve().with_name("openapi.yaml")
 HTTP_METHODS = ("get", "put", "post", "delete", "options", "head", "patch", "trace")
 FORMAT_RANGES = {
     "int64": (-(2**63), 2**63 - 1),

@@ -8,9 +8,8 @@ import os
 import sys
 
 from .app import create_app
-from .config import Config
-
-CONFIG_ENV = "OCP_MOCK_CONFIG"
+from .config import CONFIG_ENV, Config
+from .world import share_built_worlds
 
 
 def app_from_env():
@@ -22,6 +21,7 @@ def app_from_env():
         access.addHandler(handler)
         access.setLevel(logging.INFO)
         access.propagate = False
+    share_built_worlds(config.world_cache)
     app = create_app(config)
     # What start-up made (spec, validators, Flask, the seeded world) lives as long as the worker: out of the
     # collector's sight, a full collection takes well under a millisecond instead of 20-50 ms (a latency spike).

@@ -140,3 +140,29 @@ def test_a_change_through_one_store_is_seen_by_another_at_once(tmp_path):
     for i in range(MEMO_LIMIT * 2):  # ids without end (a fuzzer's) do not grow the memo without end
         b.memo(("subtask", i), lambda: None)
     assert len(b._memo) <= MEMO_LIMIT
+
+
+def test_the_command_line_imports_none_of_the_app():
+    """granian's main process imports cli.py and forks the workers from itself: it holds neither the app's libraries
+    nor the world (startup.py builds it in a child process)."""
+    import subprocess
+    import sys
+
+    code = "import sys, mock_server.cli; print(' '.join(sorted(m for m in sys.modules if m.split('.')[0] in " \
+           "{'flask', 'werkzeug', 'jsonschema', 'yaml', 'faker', 'orjson', 'sqlite3'} or m in " \
+           "{'mock_server.app', 'mock_server.spec', 'mock_server.world', 'mock_server.store'})))"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30, check=True)
+    assert result.stdout.strip() == ""
+
+
+def test_shared_worlds_are_the_worlds_built(tmp_path):
+    from mock_server import world
+
+    built = world.build_world(7, task_count=12)
+    world.share_built_worlds(str(tmp_path))
+    try:
+        first, again = world.build_world(7, task_count=12), world.build_world(7, task_count=12)
+    finally:
+        world.share_built_worlds(None)
+    assert [p.name for p in tmp_path.iterdir()] == ["world-7-12.json"]  # built once, then read
+    assert first == again == built
