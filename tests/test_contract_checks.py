@@ -218,7 +218,7 @@ def test_the_default_spec_is_the_mocks_without_importing_it():
     import sys
 
     code = ("import sys; from contracts.runner import default_spec_path; p = default_spec_path(); "
-            "assert 'mock_server' not in sys.modules, 'imported'; from mock_server.spec import SPEC_PATH; "
+            "assert 'mock_server' not in sys.modules, 'imported'; from mock_server.config import SPEC_PATH; "
             "assert p == str(SPEC_PATH), (p, SPEC_PATH)")  # fmt: skip
     subprocess.run([sys.executable, "-c", code], check=True)
 
