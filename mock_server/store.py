@@ -52,7 +52,9 @@ ENGINE_INDEX = "CREATE INDEX IF NOT EXISTS subtask_due ON subtask (due_at) WHERE
 _CLOCK_AND_DUE = ("SELECT (SELECT value FROM meta WHERE key = 'clock'), "
                   "(SELECT min(due_at) FROM subtask WHERE due_at IS NOT NULL)")
 VERSION_BYTES = 8
-MEMO_LIMIT = 1024  # answers kept per process; past that the memo starts afresh (ids from a fuzzer are endless)
+# Answers kept per process; past that the memo starts afresh (ids and filters from a fuzzer are endless). The
+# largest answer is a full list page (~60 kB for the 40 seeded tasks), so a worker's memo stays under ~15 MB.
+MEMO_LIMIT = 256
 _RUN_COLUMNS = ("id, task_id, doc, due_at, scenario, runs, run_start, "
                 "EXISTS (SELECT 1 FROM subtask_log l WHERE l.subtask_id = subtask.id)")
 
@@ -98,7 +100,8 @@ class Store:
         self._turn = threading.Lock()  # writers of this process, one at a time
         self._turn_fd: int | None = None  # the file lock that orders writers across processes
         self._version: mmap.mmap | None = None  # the world's version: the lock file's first 8 bytes, shared
-        self._memo: dict = {}  # key -> (version, value)
+        self._memo: dict = {}  # key -> (version, value), for the version in _memo_version (or a racing older one)
+        self._memo_version = b""
         # Called inside the transaction that loaded a world (or added the engine's columns to an old state
         # file), so the engine can put the world's in-flight subtasks in motion before anyone sees them.
         self.after_load: Callable[[sqlite3.Connection], None] | None = None
@@ -182,13 +185,16 @@ class Store:
             self._conn()
             self._lock_file()
         version = self._version[:VERSION_BYTES]  # read before COMPUTE: a change made meanwhile recomputes next time
-        entry = self._memo.get(key)
-        if entry is not None and entry[0] == version:
+        if version != self._memo_version:  # the world changed: everything kept is stale, let it go at once
+            self._memo, self._memo_version = {}, version
+        memo = self._memo
+        entry = memo.get(key)
+        if entry is not None and entry[0] == version:  # the tag: a thread that raced a change may file an older one
             return entry[1]
         value = compute()
-        if len(self._memo) >= MEMO_LIMIT:
-            self._memo = {}
-        self._memo[key] = (version, value)
+        if len(memo) >= MEMO_LIMIT:
+            memo = self._memo = {}
+        memo[key] = (version, value)
         return value
 
     @contextmanager

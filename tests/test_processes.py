@@ -140,6 +140,8 @@ def test_a_change_through_one_store_is_seen_by_another_at_once(tmp_path):
     for i in range(MEMO_LIMIT * 2):  # ids without end (a fuzzer's) do not grow the memo without end
         b.memo(("subtask", i), lambda: None)
     assert len(b._memo) <= MEMO_LIMIT
+    a.transaction(lambda conn: conn.execute("UPDATE subtask SET status = 'FAILED' WHERE id = 10001"))
+    assert read(b) == "FAILED" and len(b._memo) == 1, "what a change made stale is let go at the next look"
 
 
 def test_the_command_line_imports_none_of_the_app():
