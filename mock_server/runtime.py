@@ -232,9 +232,10 @@ class Runtime:
         return lambda conn: self.store.task_id_of(conn, subtask_id)
 
     # -- actions (each: engine.py's pure function, under the write lock) ---------------------------------------
-    def subtask_action(self, subtask_id: int, action: str) -> dict:
-        """retry, skip or cancel (lifecycle.RULES); the subtask afterwards."""
-        after = self._change(self._of_subtask(subtask_id), subtask_id,
+    def subtask_action(self, subtask_id: int, action: str, task_id: int | None = None) -> dict:
+        """retry, skip or cancel (lifecycle.RULES); the subtask afterwards. TASK_ID, when the caller has read it,
+        saves looking it up (a subtask never moves to another task)."""
+        after = self._change(task_id if task_id is not None else self._of_subtask(subtask_id), subtask_id,
                              lambda sl, now, ctx: engine.act_on_subtask(sl, now, ctx, subtask_id, action))
         return after.subs[subtask_id].doc
 
