@@ -56,6 +56,7 @@ def serve(host, port, seed, workers, users_file, no_auth, strict, spec_path, qui
           threads, header_timeout, cors_origins, clock_speed, scenario_files) -> None:
     """Serve the mock (admin API under /__mock on loopback, or anywhere with --admin-token)."""
     folder = tempfile.mkdtemp(prefix="ocp-mock-")
+    preparation = None
     try:
         config = Config(
             seed=seed,
@@ -120,6 +121,8 @@ def serve(host, port, seed, workers, users_file, no_auth, strict, spec_path, qui
             http1_settings=HTTP1Settings(header_read_timeout=int(header_timeout * 1000)),
         ).serve()
     finally:
+        if preparation is not None:
+            preparation.stop()  # a start-up child still at work when serve gives up (Ctrl-C, an import error)
         shutil.rmtree(folder, ignore_errors=True)
 
 

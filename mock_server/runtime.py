@@ -112,7 +112,8 @@ class Runtime:
             self._look_again = mono + RECHECK_S
             if raw is not None and raw != self._clock_raw:
                 self._clock, self._clock_raw = Clock.loads(raw), raw
-        if self._due is not None and self._clock is not None and self._due <= self._clock.now_ms(wall_ms()):
+        due, clock = self._due, self._clock  # once each: other threads assign them meanwhile
+        if due is not None and clock is not None and due <= clock.now_ms(wall_ms()):
             # One thread of the process applies them; the others answer from the world as it is (at most one
             # catch-up behind, as they would be 10 ms before) instead of queueing for the write lock.
             if self._catching.acquire(blocking=False):
@@ -182,12 +183,18 @@ class Runtime:
                 first = None if sid in logged else logs.seeded_log(old.doc, ctx.seed, ctx.tz)
                 self.store.append_log(conn, sid, first, sub.log)
 
-    def _change(self, task_id, entity_id, change: Callable[[TaskSlice, int, Context], TaskSlice]) -> TaskSlice:
+    def _change(self, task_id, entity_id, change: Callable[[TaskSlice, int, Context], TaskSlice],
+                member: int | None = None) -> TaskSlice:
         """Runs CHANGE(slice, now, ctx) on the task's slice under the write lock and saves what it returns.
-        TASK_ID may be a function of the connection (a subtask's task). 404 (ENTITY_ID) when there is no such task."""
+        TASK_ID may be a function of the connection (a subtask's task). 404 (ENTITY_ID) when there is no such task.
+        MEMBER: a subtask the slice must hold; when it does not (TASK_ID was read before a reset to another seed
+        replaced the world), its task is looked up again."""
         def work(conn):
             tid = task_id(conn) if callable(task_id) else task_id
             before, logged = self._load(conn, tid) if tid is not None else (None, set())
+            if member is not None and before is not None and member not in before.subs:
+                tid = self.store.task_id_of(conn, member)
+                before, logged = self._load(conn, tid) if tid is not None else (None, set())
             if before is None:
                 raise not_found(entity_id)
             ctx = self._ctx(conn)
@@ -205,7 +212,8 @@ class Runtime:
         with 8 threads). If the change removed the earliest one, tick() finds nothing due at that time, and looks."""
         due = [sub.due_at for sub in after.subs.values() if sub.due_at is not None]
         if due:
-            self._due = min(due) if self._due is None else min(self._due, *due)
+            known = self._due  # once: tick() in another thread may assign it meanwhile
+            self._due = min(due) if known is None else min(known, *due)
 
     def batch(self, work: Callable[..., object]):
         """Runs WORK(conn, change) in one transaction, where change(task_id, fn) runs fn(slice, now, ctx) on the task's
@@ -234,9 +242,10 @@ class Runtime:
     # -- actions (each: engine.py's pure function, under the write lock) ---------------------------------------
     def subtask_action(self, subtask_id: int, action: str, task_id: int | None = None) -> dict:
         """retry, skip or cancel (lifecycle.RULES); the subtask afterwards. TASK_ID, when the caller has read it,
-        saves looking it up (a subtask never moves to another task)."""
+        saves looking it up under the lock (checked there: a reset may have replaced the world since)."""
         after = self._change(task_id if task_id is not None else self._of_subtask(subtask_id), subtask_id,
-                             lambda sl, now, ctx: engine.act_on_subtask(sl, now, ctx, subtask_id, action))
+                             lambda sl, now, ctx: engine.act_on_subtask(sl, now, ctx, subtask_id, action),
+                             member=subtask_id)
         return after.subs[subtask_id].doc
 
     def task_action(self, task_id: int, action: str) -> TaskSlice:

@@ -15,6 +15,8 @@ from typing import Any
 import yaml
 from jsonschema import Draft202012Validator
 
+from .config import SPEC_PATH  # noqa: F401  (defined in config.py, which imports no app module; kept importable here)
+
 try:  # the C loader is several times faster where libyaml is present
     _Loader = yaml.CSafeLoader
 except AttributeError:  # pragma: no cover

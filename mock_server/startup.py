@@ -31,6 +31,12 @@ class Preparation:
         self._child = subprocess.Popen([sys.executable, "-c", _CHILD, request, *sys.path], stdin=subprocess.DEVNULL,
                                        stdout=subprocess.PIPE, text=True)
 
+    def stop(self) -> None:
+        """Ends the child if it is still at work."""
+        if self._child.poll() is None:
+            self._child.kill()
+            self._child.wait()
+
     def answer(self) -> dict:
         """Waits for the child; its answer (see the module's docstring)."""
         out, _ = self._child.communicate()

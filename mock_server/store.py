@@ -52,11 +52,22 @@ ENGINE_INDEX = "CREATE INDEX IF NOT EXISTS subtask_due ON subtask (due_at) WHERE
 _CLOCK_AND_DUE = ("SELECT (SELECT value FROM meta WHERE key = 'clock'), "
                   "(SELECT min(due_at) FROM subtask WHERE due_at IS NOT NULL)")
 VERSION_BYTES = 8
-# Answers kept per process; past that the memo starts afresh (ids and filters from a fuzzer are endless). The
-# largest answer is a full list page (~60 kB for the 40 seeded tasks), so a worker's memo stays under ~15 MB.
-MEMO_LIMIT = 256
+# What a process keeps at most; past either bound the memo starts afresh (ids and filters from a fuzzer are endless,
+# and a list page of a big world is large).
+MEMO_LIMIT = 256  # answers
+MEMO_BUDGET = 16 * 2**20  # bytes of the answers' bytes and text (a list page of the 40 seeded tasks: ~60 kB)
 _RUN_COLUMNS = ("id, task_id, doc, due_at, scenario, runs, run_start, "
                 "EXISTS (SELECT 1 FROM subtask_log l WHERE l.subtask_id = subtask.id)")
+
+
+def _size(value) -> int:
+    """About how many bytes a memoised answer holds: its bytes and text, one level into tuples and rows."""
+    if isinstance(value, (bytes, str)):
+        return len(value)
+    if isinstance(value, tuple):
+        return 64 + sum(_size(v) for v in value)
+    doc = getattr(value, "doc", None)  # a row
+    return 256 + (len(doc) if isinstance(doc, (bytes, str)) else 0)
 
 
 class StoreError(ValueError):
@@ -102,6 +113,7 @@ class Store:
         self._version: mmap.mmap | None = None  # the world's version: the lock file's first 8 bytes, shared
         self._memo: dict = {}  # key -> (version, value), for the version in _memo_version (or a racing older one)
         self._memo_version = b""
+        self._memo_bytes = 0
         # Called inside the transaction that loaded a world (or added the engine's columns to an old state
         # file), so the engine can put the world's in-flight subtasks in motion before anyone sees them.
         self.after_load: Callable[[sqlite3.Connection], None] | None = None
@@ -139,6 +151,7 @@ class Store:
         with self._writer_turn():
             conn = self._conn()
             conn.execute("BEGIN IMMEDIATE")
+            changes = conn.total_changes
             try:
                 result = work(conn)
             except BaseException:
@@ -148,7 +161,8 @@ class Store:
                 conn.execute("ROLLBACK")
             else:
                 conn.execute("COMMIT")
-                self._moved()
+                if conn.total_changes != changes:  # a catch-up that found nothing keeps every process's memo
+                    self._moved()
             return result
 
     @contextmanager
@@ -186,15 +200,18 @@ class Store:
             self._lock_file()
         version = self._version[:VERSION_BYTES]  # read before COMPUTE: a change made meanwhile recomputes next time
         if version != self._memo_version:  # the world changed: everything kept is stale, let it go at once
-            self._memo, self._memo_version = {}, version
+            self._memo, self._memo_version, self._memo_bytes = {}, version, 0
         memo = self._memo
         entry = memo.get(key)
         if entry is not None and entry[0] == version:  # the tag: a thread that raced a change may file an older one
             return entry[1]
         value = compute()
-        if len(memo) >= MEMO_LIMIT:
+        size = _size(value)
+        if len(memo) >= MEMO_LIMIT or self._memo_bytes + size > MEMO_BUDGET:
             memo = self._memo = {}
+            self._memo_bytes = 0
         memo[key] = (version, value)
+        self._memo_bytes += size
         return value
 
     @contextmanager

@@ -168,3 +168,18 @@ def test_shared_worlds_are_the_worlds_built(tmp_path):
         world.share_built_worlds(None)
     assert [p.name for p in tmp_path.iterdir()] == ["world-7-12.json"]  # built once, then read
     assert first == again == built
+
+
+def test_the_memo_keeps_within_its_byte_budget_and_outlives_writes_that_change_nothing(tmp_path):
+    from mock_server.store import MEMO_BUDGET, Store
+
+    db_path = str(tmp_path / "world.sqlite3")
+    create_app(Config(db_path=db_path, clock_speed=0))
+    store = Store(db_path)
+    big = b"x" * (MEMO_BUDGET // 4)
+    for i in range(10):
+        store.memo(("page", i), lambda: big)
+    assert sum(len(v) for _, v in store._memo.values()) <= MEMO_BUDGET
+    store.memo(("kept", 1), lambda: b"1")
+    store.transaction(lambda conn: conn.execute("UPDATE subtask SET status = status WHERE id = -1"))  # no row
+    assert store.memo(("kept", 1), lambda: b"recomputed") == b"1", "a write that changed no row keeps the memo"
