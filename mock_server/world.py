@@ -663,13 +663,20 @@ def _check_one(sid: int, s: Mapping) -> tuple[list[str], dict[str, datetime]]:
     return errs, times
 
 
-def check_invariants(subtasks: Iterable[dict]) -> list[str]:
+def check_invariants(subtasks: Iterable[dict], changed: Iterable[int] | None = None) -> list[str]:
     """Check the world's rules over ``subtasks``; returns [] when all hold.
 
     One readable message per violation, each starting with ``subtask <id>:``. The subtasks may be
     any set that is closed under upstream/downstream links (e.g. a whole world, or one task's).
     A READY subtask may keep startTime and executor (the state a retry or skip leaves), and so may a PENDING one
     whose operation is ROLLBACK or ROLLBACK_SKIP (a subtask rolled back: it ran, and was undone).
+
+    ``changed``: the ids of the subtasks whose state (status, operation, times, executor) a change just set, in a
+    set that kept every rule before and whose links the change left alone (the admin API's forced state). Then
+    only the rules that can have broken are checked: each changed subtask's own, and those between it and its
+    upstreams and downstreams; the links' shape, their symmetry and cycles, which the change did not touch, are
+    not looked at again. The answer is the same as without ``changed`` (tests/test_world.py), for half the work
+    on task 1000 (19 against 40 µs).
     """
     errors: list[str] = []
     by_id: dict[int, Mapping] = {}
@@ -686,11 +693,18 @@ def check_invariants(subtasks: Iterable[dict]) -> list[str]:
             continue
         by_id[sid] = s
 
+    focus = None if changed is None else {sid for sid in changed if sid in by_id}
+    near = by_id if focus is None else focus | {
+        o for sid in focus for field in ("upstreams", "downstreams")
+        for o in (by_id[sid].get(field) if isinstance(by_id[sid].get(field), list) else ()) if o in by_id}
     times: dict[int, dict[str, datetime]] = {}
     links: dict[int, dict[str, list[int]]] = {}
     for sid, s in by_id.items():
+        if sid not in near:
+            continue
         errs, times[sid] = _check_one(sid, s)
-        errors.extend(errs)
+        if focus is None or sid in focus:
+            errors.extend(errs)
         links[sid] = {}
         for field in ("upstreams", "downstreams"):
             ids = s.get(field)
@@ -712,22 +726,26 @@ def check_invariants(subtasks: Iterable[dict]) -> list[str]:
 
     # Both directions agree; a started subtask's upstreams are done.
     for sid, s in by_id.items():
+        if sid not in near:
+            continue
         for field, mirror in (("upstreams", "downstreams"), ("downstreams", "upstreams")):
-            for o in links[sid][field]:
+            for o in links[sid][field] if focus is None else ():
                 if sid not in links[o].get(mirror, ()):
                     errors.append(
                         f"subtask {sid}: lists {o} in its {field} but subtask {o} "
                         f"does not list {sid} in its {mirror}"
                     )
+        # with a focus: the pairs that hold a changed subtask (each changed one's upstreams, and it as an upstream)
+        ups = [u for u in links[sid]["upstreams"] if focus is None or sid in focus or u in focus]
         status = s.get("status")
         if status in SUBTASK_STATES and status != "PENDING":
-            for u in links[sid]["upstreams"]:
+            for u in ups:
                 ust = by_id[u].get("status")
                 if ust != "SUCCESSFUL":
                     errors.append(f"subtask {sid}: status {status} but its upstream {u} is {ust}, not SUCCESSFUL")
         start = times[sid].get("startTime")
         if start is not None and status != "PENDING":  # a rolled-back subtask ran before its upstreams' rollback
-            for u in links[sid]["upstreams"]:
+            for u in ups:
                 ufin = times[u].get("finishTime")
                 if ufin is not None and start < ufin:
                     errors.append(
@@ -735,7 +753,8 @@ def check_invariants(subtasks: Iterable[dict]) -> list[str]:
                         f"finishTime {by_id[u]['finishTime']}"
                     )
 
-    errors.extend(_find_cycles(by_id, links))
+    if focus is None:
+        errors.extend(_find_cycles(by_id, links))
     return errors
 
 
