@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING
 from urllib.parse import parse_qsl
 
 import werkzeug.urls  # noqa: F401  registers the "werkzeug.url_quote" codec error handler Flask's query parsing uses
-from werkzeug.datastructures import MultiDict
+from werkzeug.datastructures import EnvironHeaders, MultiDict  # what Flask's request.args and .headers are
 
 from .app import JSON, header_bytes, log_access
 from .envelope import CODE_GENERIC, OcpError, new_trace_id
@@ -52,21 +52,6 @@ def _overlap(a: str, b: str) -> bool:
     """Whether one request path could match both templates A and B (then Flask's URL map decides between them)."""
     sa, sb = a.strip("/").split("/"), b.strip("/").split("/")
     return len(sa) == len(sb) and all(x == y or x.startswith("{") or y.startswith("{") for x, y in zip(sa, sb))
-
-
-class EnvironHeaders:
-    """Request headers read straight from the WSGI environ (case-insensitive `get`), for header parameters."""
-
-    __slots__ = ("environ",)
-
-    def __init__(self, environ: dict):
-        self.environ = environ
-
-    def get(self, name: str, default=None):
-        key = name.upper().replace("-", "_")
-        if key not in ("CONTENT_TYPE", "CONTENT_LENGTH"):
-            key = "HTTP_" + key
-        return self.environ.get(key, default)
 
 
 class Dispatcher:
