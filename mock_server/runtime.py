@@ -146,10 +146,7 @@ class Runtime:
         self.forget()
         now = self._read_clock(conn).now_ms()
         ctx = self._ctx(conn)
-        moving = [r[0] for r in conn.execute(
-            f"SELECT DISTINCT task_id FROM subtask WHERE status IN ({', '.join('?' * len(ACTIVE))}) ORDER BY task_id",
-            sorted(ACTIVE))]
-        for task_id in moving:
+        for task_id in self.store.active_task_ids(conn, ACTIVE):
             before, logged = self._load(conn, task_id)
             self._save(conn, before, engine.settle(before, now, ctx), ctx, logged)
 

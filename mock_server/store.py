@@ -1,31 +1,44 @@
-"""Where the world's state lives: one SQLite file in WAL mode, shared by every thread and worker process.
+"""Where the world's state lives: an in-memory copy of the world in every worker process, kept in step through a
+shared journal, over one SQLite file that holds the world between runs.
 
-Reads take no lock (WAL readers never block); a change takes SQLite's write lock (`BEGIN IMMEDIATE`),
-re-reads the row and applies the lifecycle rule inside that transaction, so N concurrent retries of one
-FAILED subtask, in any number of processes, give exactly one success. Each subtask row keeps its wire
-form already serialised, so a request never re-serialises it.
+- **Reads** come from the process's copy (`Image`): dicts of the tables, so a read is a dictionary lookup. Before
+  it answers, a process compares the journal's head (16 bytes of a shared mapping) with the point its copy is at;
+  when another process has written since, it applies the new records first (under the lock below), so an answer
+  never lags a change that any process has acknowledged.
+- **A change** runs under one lock that orders writers across threads and processes (a thread lock, then a file
+  lock on `<state>.lock`): the writer catches up with the journal, runs the change against its copy through a
+  `Txn` (which sees its own writes and can be dropped whole), appends the rows it changed to the journal as one
+  record (`<state>.journal`, a shared mapping) and applies them to its copy. So N concurrent retries of one FAILED
+  subtask, in any number of processes, give exactly one success.
+- **SQLite** gets the changed rows: with `durable` (a `--state-file`), in the same step, before the change is
+  answered (synchronous=FULL: on disk); otherwise written behind, as the final values of the rows changed since the
+  last write, whenever the journal wraps, before a reset, and on close. A process that starts while others run
+  loads SQLite and replays the journal's records after what SQLite has; one that starts alone first writes into
+  SQLite what a killed run left in the journal.
 
-Next to the wire form, a subtask row keeps the engine's bookkeeping (runtime.py, engine.py): `due_at`, the mock
-time of its next automatic transition (indexed, so "is anything due?" is one cheap read), its scenario override,
-its run count and the start of its current run; `subtask_log` holds the logs of subtasks that changed since the
-world was loaded, and meta the mock's clock.
+A record is the changed rows, pickled (and read back by an unpickler that refuses every class: only tuples, strings,
+bytes, numbers and None). Each subtask row keeps its wire form already serialised, so a request never re-serialises
+it. Next to it, a row keeps the engine's bookkeeping (runtime.py, engine.py): `due_at`, the mock time of its next
+automatic transition, its scenario override, its run count and the start of its current run; the logs of subtasks
+that changed since the world was loaded (each keeps its last MAX_LOG_CHARS), and meta (the seed, the mock's clock).
 
-Answers that depend on the stored world alone (a task with its subtasks, a page of the task list) are kept per
-process by `memo`, under the world's version: an 8-byte counter in the lock file, mapped into every process, that
-each writer moves after its COMMIT and before it lets go of the lock. A process whose copy is of another version
-computes it again, so an answer never lags a change that any process has acknowledged.
+Answers computed from the world (a task with its subtasks, a page of the task list) are kept per process by `memo`,
+under the world's version: an 8-byte counter in the lock file, which every writer moves after its change.
 """
 
 from __future__ import annotations
 
 import fcntl
+import io
 import mmap
 import os
+import pickle
 import sqlite3
+import struct
 import threading
+import time
 from contextlib import contextmanager
-from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, NamedTuple
 
 import orjson
 
@@ -49,83 +62,254 @@ CREATE TABLE IF NOT EXISTS subtask_log (subtask_id INTEGER PRIMARY KEY, text TEX
 ENGINE_COLUMNS = {"due_at": "INTEGER", "scenario": "TEXT", "runs": "INTEGER NOT NULL DEFAULT 0",
                   "run_start": "INTEGER"}
 ENGINE_INDEX = "CREATE INDEX IF NOT EXISTS subtask_due ON subtask (due_at) WHERE due_at IS NOT NULL"
-_CLOCK_AND_DUE = ("SELECT (SELECT value FROM meta WHERE key = 'clock'), "
-                  "(SELECT min(due_at) FROM subtask WHERE due_at IS NOT NULL)")
+_SUBTASK_COLUMNS = "id, task_id, status, operation, doc, due_at, scenario, runs, run_start"
 VERSION_BYTES = 8
 # What a process keeps at most; past either bound the memo starts afresh (ids and filters from a fuzzer are endless,
 # and a list page of a big world is large).
 MEMO_LIMIT = 256  # answers
 MEMO_BUDGET = 16 * 2**20  # bytes of the answers' bytes and text (a list page of the 40 seeded tasks: ~60 kB)
-_RUN_COLUMNS = ("id, task_id, doc, due_at, scenario, runs, run_start, "
-                "EXISTS (SELECT 1 FROM subtask_log l WHERE l.subtask_id = subtask.id)")
+# A subtask's stored log keeps at most this many characters: past it, its oldest lines go (down to 3/4 of it, so
+# the cut is rare). A subtask retried thousands of times would otherwise grow without end, in every process.
+MAX_LOG_CHARS = 32 * 1024
+# The journal: a header, then records ([4-byte length][pickle]) from START; when the next record does not fit, the
+# writer brings SQLite up to date and starts again at START (a "wrap"). Each process maps it whole.
+JOURNAL_BYTES = 2 * 2**20
+START = 4096
+MAGIC = b"OCPJRN01"
+# Header fields: (offset, struct format). HEAD = gen and end, the 16 bytes a reader compares.
+_ID, _GEN, _END, _FLUSHED, _WRAP_END = 8, 24, 32, 40, 48
+_HEAD = slice(_GEN, _END + 8)
+_U64 = struct.Struct("<Q")
+_LEN = struct.Struct("<I")
+META_JOURNAL = "journal"  # meta key: the id of the journal this state file goes with
 
 
 def _size(value) -> int:
     """About how many bytes a memoised answer holds: its bytes and text, one level into tuples and rows."""
     if isinstance(value, (bytes, str)):
         return len(value)
+    doc = getattr(value, "doc", None)  # a row
+    if doc is not None:
+        return 256 + (len(doc) if isinstance(doc, (bytes, str)) else 0)
     if isinstance(value, tuple):
         return 64 + sum(_size(v) for v in value)
-    doc = getattr(value, "doc", None)  # a row
-    return 256 + (len(doc) if isinstance(doc, (bytes, str)) else 0)
+    return 256
 
 
 class StoreError(ValueError):
     """The state file cannot be used; the message says why. Nothing in it was changed."""
 
 
-@dataclass(frozen=True)
-class SubtaskRow:
+class SubtaskRow(NamedTuple):
+    """A subtask as stored: its wire form and the engine's bookkeeping (see the module doc)."""
+
     id: int
     task_id: int
     status: str
     operation: str | None
     doc: bytes  # the SubtaskInstance in wire form
+    due_at: int | None = None
+    scenario: str | None = None  # JSON of the admin's override; None: the seed's default
+    runs: int = 0
+    run_start: int | None = None
 
     def load(self) -> dict:
         return orjson.loads(self.doc)
 
 
-@dataclass(frozen=True)
-class SubtaskRunRow:
-    """A subtask with the engine's bookkeeping (see the module doc)."""
+class SubtaskRunRow(NamedTuple):
+    """A subtask with the engine's bookkeeping, and whether it has a stored log."""
 
     id: int
     task_id: int
     doc: bytes
     due_at: int | None
-    scenario: str | None  # JSON of the admin's override; None: the seed's default
+    scenario: str | None
     runs: int
     run_start: int | None
-    logged: bool  # subtask_log has a row for it
+    logged: bool  # a log is stored for it
+
+
+def _in_range(value: int) -> bool:
+    return -(2**63) <= value < 2**63
+
+
+def _append_log(text: str | None, first: str | None, lines: str | None) -> str | None:
+    """A stored log after an append: FIRST starts one the subtask does not have yet, LINES (joined) are added."""
+    if text is None:
+        text = first
+    if lines and text is not None:
+        text = lines if text == "" else text + "\n" + lines
+        if len(text) > MAX_LOG_CHARS:
+            cut = text.find("\n", len(text) - MAX_LOG_CHARS * 3 // 4)
+            text = text[cut + 1:] if cut >= 0 else text[-MAX_LOG_CHARS * 3 // 4:]
+    return text
+
+
+class _Plain(pickle.Unpickler):
+    """Reads the journal's records: tuples, strings, bytes, numbers and None only, never a class."""
+
+    def find_class(self, module, name):
+        raise pickle.UnpicklingError(f"the journal holds a {module}.{name}: not a record of this mock")
+
+
+class Image:
+    """One process's copy of the world (see the module doc). Changed in place, under the write lock, between two
+    moves of `seq`; a reader that needs several rows to agree reads them between two equal even values."""
+
+    def __init__(self, meta: dict, tasks: dict, subs: dict, logs: dict):
+        self.meta: dict[str, str] = meta
+        self.tasks: dict[int, tuple[str, bytes]] = tasks  # id -> (status, doc)
+        self.subs: dict[int, SubtaskRow] = subs
+        self.logs: dict[int, str] = logs
+        self.due: dict[int, int] = {sid: r.due_at for sid, r in subs.items() if r.due_at is not None}
+        by_task: dict[int, list[int]] = {}
+        for sid in sorted(subs):
+            by_task.setdefault(subs[sid].task_id, []).append(sid)
+        self.by_task: dict[int, tuple[int, ...]] = {tid: tuple(ids) for tid, ids in by_task.items()}
+        self.seq = 0
+
+    @classmethod
+    def load(cls, conn: sqlite3.Connection) -> "Image":
+        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        if not {"meta", "task", "subtask"} <= tables:
+            return cls({}, {}, {}, {})
+        have = {row[1] for row in conn.execute("PRAGMA table_info(subtask)")}
+        columns = ", ".join(c if c in have or c not in ENGINE_COLUMNS else ("0" if c == "runs" else "NULL")
+                            for c in _SUBTASK_COLUMNS.split(", "))
+        return cls(dict(conn.execute("SELECT key, value FROM meta")),
+                   {i: (s, bytes(d)) for i, s, d in conn.execute("SELECT id, status, doc FROM task")},
+                   {r[0]: SubtaskRow(r[0], r[1], r[2], r[3], bytes(r[4]), *r[5:])
+                    for r in conn.execute(f"SELECT {columns} FROM subtask")},
+                   dict(conn.execute("SELECT subtask_id, text FROM subtask_log"))
+                   if "subtask_log" in tables else {})
+
+    def read(self, work: Callable[[], object]):
+        """WORK() over rows that must agree with each other (no change applied halfway through)."""
+        while True:
+            seq = self.seq
+            if not seq & 1:
+                result = work()
+                if self.seq == seq:
+                    return result
+            time.sleep(0)
+
+    def apply(self, record: tuple, dirty: set | None = None) -> None:
+        """Applies a record (Txn.record) in place; DIRTY collects the rows it touched, as (table, key)."""
+        metas, tasks, subs, log_ops = record
+        self.seq += 1
+        try:
+            for key, value in metas:
+                self.meta[key] = value
+            for tid, status, doc in tasks:
+                self.tasks[tid] = (status, doc)
+            for values in subs:
+                row = SubtaskRow(*values)
+                self.subs[row.id] = row
+                if row.due_at is None:
+                    self.due.pop(row.id, None)
+                else:
+                    self.due[row.id] = row.due_at
+            for sid, first, lines in log_ops:
+                text = _append_log(self.logs.get(sid), first, lines)
+                if text is not None:
+                    self.logs[sid] = text
+        finally:
+            self.seq += 1
+        if dirty is not None:
+            dirty.update(("m", k) for k, _ in metas)
+            dirty.update(("t", t[0]) for t in tasks)
+            dirty.update(("s", s[0]) for s in subs)
+            dirty.update(("l", op[0]) for op in log_ops)
+
+    def write_rows(self, conn: sqlite3.Connection, keys) -> None:
+        """Writes the rows KEYS name ((table, key) pairs), as this image has them, into SQLite (inside a
+        transaction)."""
+        metas, tasks, subs, logs = [], [], [], []
+        for table, key in keys:
+            if table == "s":
+                r = self.subs.get(key)
+                if r is not None:
+                    subs.append((r.status, r.operation, r.doc, r.due_at, r.scenario, r.runs, r.run_start, r.id))
+            elif table == "t":
+                t = self.tasks.get(key)
+                if t is not None:
+                    tasks.append((t[0], t[1], key))
+            elif table == "l":
+                if key in self.logs:
+                    logs.append((key, self.logs[key]))
+            elif key in self.meta:
+                metas.append((key, self.meta[key]))
+        if metas:
+            conn.executemany("INSERT INTO meta (key, value) VALUES (?, ?) "
+                             "ON CONFLICT (key) DO UPDATE SET value = excluded.value", metas)
+        if tasks:
+            conn.executemany("UPDATE task SET status = ?, doc = ? WHERE id = ?", tasks)
+        if subs:
+            conn.executemany("UPDATE subtask SET status = ?, operation = ?, doc = ?, due_at = ?, scenario = ?, "
+                             "runs = ?, run_start = ? WHERE id = ?", subs)
+        if logs:
+            conn.executemany("INSERT OR REPLACE INTO subtask_log (subtask_id, text) VALUES (?, ?)", logs)
+
+
+class Txn:
+    """A change in the making, over an image: reads see its own writes; nothing reaches the image (or anyone else)
+    until the store commits it. What `Store.transaction`'s WORK gets as its `conn`."""
+
+    def __init__(self, image: Image):
+        self.image = image
+        self.metas: dict[str, str] = {}
+        self.tasks: dict[int, tuple[str, bytes]] = {}
+        self.subs: dict[int, SubtaskRow] = {}
+        self.log_ops: list[tuple[int, str | None, str | None]] = []
+        self.logged: set[int] = set()
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.metas or self.tasks or self.subs or self.log_ops)
+
+    def record(self) -> tuple:
+        return (tuple(self.metas.items()), tuple((tid, s, d) for tid, (s, d) in self.tasks.items()),
+                tuple(tuple(r) for r in self.subs.values()), tuple(self.log_ops))
+
+    def sub(self, sid: int) -> SubtaskRow | None:
+        row = self.subs.get(sid)
+        return row if row is not None else self.image.subs.get(sid)
 
 
 class Store:
     def __init__(self, path: str, busy_timeout_ms: int = 30_000, durable: bool = False):
         self.path = path
         self.busy_timeout_ms = busy_timeout_ms
+        self.durable = durable
         # FULL: a commit is on disk before it returns (survives an OS crash, not only a killed process).
         self.synchronous = "FULL" if durable else "NORMAL"
         self._local = threading.local()
-        self._pid = os.getpid()
-        self._turn = threading.Lock()  # writers of this process, one at a time
-        self._turn_fd: int | None = None  # the file lock that orders writers across processes
-        self._version: mmap.mmap | None = None  # the world's version: the lock file's first 8 bytes, shared
         self._memo: dict = {}  # key -> (version, value), for the version in _memo_version (or a racing older one)
         self._memo_version = b""
         self._memo_bytes = 0
+        self._forked()
         # Called inside the transaction that loaded a world (or added the engine's columns to an old state
         # file), so the engine can put the world's in-flight subtasks in motion before anyone sees them.
-        self.after_load: Callable[[sqlite3.Connection], None] | None = None
+        self.after_load: Callable[[Txn], None] | None = None
+
+    def _forked(self) -> None:
+        """This process's own locks, descriptors and copy (also after a fork: never a parent's)."""
+        self._pid = os.getpid()
+        self._local = threading.local()
+        self._turn = threading.Lock()  # writers of this process, one at a time
+        self._turn_fd: int | None = None  # the file lock that orders writers across processes
+        self._version: mmap.mmap | None = None  # the world's version: the lock file's first 8 bytes, shared
+        self._journal: mmap.mmap | None = None
+        self._journal_fd: int | None = None
+        self._image: Image | None = None
+        self._at = b""  # the journal's head (gen, end) the image is at
+        self._dirty: set = set()  # rows changed since this process last wrote SQLite up to date
 
     # -- connections -------------------------------------------------------------------------------
     def _conn(self) -> sqlite3.Connection:
         if self._pid != os.getpid():  # forked: never reuse a parent's connection or locks
-            self._local = threading.local()
-            self._pid = os.getpid()
-            self._turn = threading.Lock()
-            self._turn_fd = None
-            self._version = None
+            self._forked()
         conn = getattr(self._local, "conn", None)
         if conn is None:
             conn = sqlite3.connect(self.path, isolation_level=None, timeout=self.busy_timeout_ms / 1000,
@@ -137,38 +321,25 @@ class Store:
         return conn
 
     def close(self) -> None:
+        """Writes SQLite up to date (this process's part of it) and closes this thread's connection."""
+        if self._pid == os.getpid() and self._journal is not None and self._dirty:
+            try:
+                with self._writer_turn():
+                    self._catch_up()
+                    self._flush()
+            except (sqlite3.Error, OSError, ValueError):  # closing: the next start replays the journal instead
+                pass
         conn = getattr(self._local, "conn", None)
         if conn is not None:
             conn.close()
             self._local.conn = None
 
-    def _write(self, work: Callable[[sqlite3.Connection], object]):
-        """Runs WORK under SQLite's write lock; rolls back if it raises.
-
-        Writers queue on a lock first (a thread lock in the process, a file lock across processes), so they wait
-        their turn in the kernel instead of polling in SQLite's busy-retry loop: that loop sleeps in steps, which
-        made p99 of concurrent writes several hundred ms. SQLite's own lock still guarantees the exclusivity."""
-        with self._writer_turn():
-            conn = self._conn()
-            conn.execute("BEGIN IMMEDIATE")
-            changes = conn.total_changes
-            try:
-                result = work(conn)
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-            if getattr(self._local, "dry_run", False):
-                conn.execute("ROLLBACK")
-            else:
-                conn.execute("COMMIT")
-                if conn.total_changes != changes:  # a catch-up that found nothing keeps every process's memo
-                    self._moved()
-            return result
-
     @contextmanager
     def _writer_turn(self):
+        """The write lock: this process's threads one at a time, then the processes (a file lock). Writers wait in
+        the kernel instead of polling in SQLite's busy-retry loop, which made p99 several hundred ms."""
         if self._pid != os.getpid():
-            self._conn()  # resets the per-process state after a fork
+            self._forked()
         self._lock_file()
         with self._turn:
             fcntl.flock(self._turn_fd, fcntl.LOCK_EX)
@@ -188,15 +359,205 @@ class Store:
         return self._turn_fd
 
     def _moved(self) -> None:
-        """After a COMMIT, under the lock: the world has a new version."""
+        """After a change, under the lock: the world has a new version."""
         version = int.from_bytes(self._version[:VERSION_BYTES], "little")
         self._version[:VERSION_BYTES] = ((version + 1) % 2**64).to_bytes(VERSION_BYTES, "little")
 
+    # -- the journal (every step below runs under the write lock) --------------------------------------
+    def _u64(self, offset: int) -> int:
+        return _U64.unpack_from(self._journal, offset)[0]
+
+    def _put(self, offset: int, value: int) -> None:
+        _U64.pack_into(self._journal, offset, value)
+
+    def _open_journal(self) -> None:
+        """Maps the journal, and brings it in line with the state file: a process that starts alone first writes
+        into SQLite what a killed run left there (when it goes with this file), then starts it afresh."""
+        fd = os.open(self.path + ".journal", os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            if os.fstat(fd).st_size < JOURNAL_BYTES:
+                os.ftruncate(fd, JOURNAL_BYTES)
+            journal = mmap.mmap(fd, JOURNAL_BYTES)
+        except BaseException:
+            os.close(fd)
+            raise
+        self._journal, self._journal_fd = journal, fd
+        conn = self._conn()
+        try:
+            tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+            row = conn.execute("SELECT value FROM meta WHERE key = ?", (META_JOURNAL,)).fetchone() \
+                if "meta" in tables else None
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(f"{self.path} is not a usable state file: {exc}") from None
+        ours = bytes.fromhex(row[0]) if row else None
+        valid = journal[:8] == MAGIC and ours is not None and journal[_ID:_ID + 16] == ours
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            alone = True
+        except BlockingIOError:
+            alone = False
+        if alone and valid and self._u64(_END) > self._u64(_FLUSHED):  # a run that was killed: replay it
+            self._recover(conn)
+        if alone or not valid:
+            if ours is None and "meta" in tables:
+                ours = os.urandom(16)
+                conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (META_JOURNAL, ours.hex()))
+            gen = self._u64(_GEN) + 1 if journal[:8] == MAGIC else 1
+            journal[_ID:_ID + 16] = ours or bytes(16)
+            for offset, value in ((_END, START), (_FLUSHED, START), (_WRAP_END, 0), (_GEN, gen)):
+                self._put(offset, value)
+            journal[:8] = MAGIC
+        fcntl.flock(fd, fcntl.LOCK_SH)  # held while this process runs: a later start is not alone
+        self._image, self._at, self._dirty = None, b"", set()
+
+    def _recover(self, conn: sqlite3.Connection) -> None:
+        """Writes into SQLite the records a killed run left in the journal after what SQLite has. A journal that
+        cannot be read is left out (SQLite keeps the world as it last wrote it)."""
+        image = Image.load(conn)
+        try:
+            self._replay(image, self._u64(_FLUSHED), self._u64(_END))
+        except (pickle.UnpicklingError, struct.error, EOFError, ValueError, TypeError, IndexError):
+            self._dirty = set()
+            return
+        self._sql_rows(image, self._dirty)
+
+    def _replay(self, image: Image, start: int, end: int) -> None:
+        """Applies the records in START..END to IMAGE (marking their rows dirty)."""
+        journal, offset = self._journal, start
+        while offset < end:
+            (size,) = _LEN.unpack_from(journal, offset)
+            record = _Plain(io.BytesIO(journal[offset + 4:offset + 4 + size])).load()
+            image.apply(record, self._dirty)
+            offset += 4 + size
+
+    def _catch_up(self) -> Image:
+        """Brings this process's image up to the journal's head (under the write lock)."""
+        if self._journal is None:
+            self._open_journal()
+        head = self._journal[_HEAD]
+        if head == self._at and self._image is not None:
+            return self._image
+        gen, end = self._u64(_GEN), self._u64(_END)
+        at_gen, at_end = (_U64.unpack_from(self._at, 0)[0], _U64.unpack_from(self._at, 8)[0]) if self._at else (0, 0)
+        image = self._image
+        if image is not None and gen == at_gen:
+            self._replay(image, at_end, end)
+        elif image is not None and gen == at_gen + 1 and at_end == self._u64(_WRAP_END):  # a wrap, fully seen
+            self._replay(image, START, end)
+        else:  # first use, a reset, or a wrap past records this process had not read: SQLite, then the rest
+            self._dirty = set()
+            image = Image.load(self._conn())
+            self._replay(image, self._u64(_FLUSHED), end)
+            self._image = image
+        self._at = head
+        return image
+
+    def _sql_rows(self, image: Image, keys) -> None:
+        """Writes KEYS' rows from IMAGE into SQLite in one transaction; SQLite is then at the journal's end."""
+        conn = self._conn()
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            image.write_rows(conn, keys)
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+        self._dirty = set()
+        self._put(_FLUSHED, self._u64(_END))
+
+    def _flush(self) -> None:
+        """Brings SQLite up to the journal's end (caught up, under the write lock)."""
+        if self._u64(_FLUSHED) < self._u64(_END) or self._dirty:
+            self._sql_rows(self._image, self._dirty)
+
+    def _append(self, payload: bytes) -> bool:
+        """Appends a record; wraps first when it does not fit. False when it cannot fit at all."""
+        size = 4 + len(payload)
+        if START + size > JOURNAL_BYTES:
+            return False
+        end = self._u64(_END)
+        if end + size > JOURNAL_BYTES:
+            self._flush()
+            self._put(_WRAP_END, end)
+            self._put(_FLUSHED, START)
+            self._put(_END, START)
+            self._put(_GEN, self._u64(_GEN) + 1)
+            self._at = self._journal[_HEAD]
+            end = START
+        journal = self._journal
+        _LEN.pack_into(journal, end, len(payload))
+        journal[end + 4:end + size] = payload
+        self._put(_END, end + size)  # the commit point for every other process
+        return True
+
+    def _restart_journal(self) -> None:
+        """SQLite holds the whole world (just written): every process reloads it."""
+        self._put(_WRAP_END, 0)
+        self._put(_FLUSHED, START)
+        self._put(_END, START)
+        self._put(_GEN, self._u64(_GEN) + 1)
+        self._image, self._at, self._dirty = None, b"", set()
+
+    # -- changes -----------------------------------------------------------------------------------
+    def transaction(self, work: Callable[[Txn], object]):
+        """Runs WORK(txn) under the write lock, as one change: all of it is stored, or nothing if WORK raises."""
+        with self._writer_turn():
+            image = self._catch_up()
+            txn = Txn(image)
+            result = work(txn)
+            if getattr(self._local, "dry_run", False) or not txn.changed:
+                return result  # a catch-up that found nothing keeps every process's memo
+            record = txn.record()
+            payload = pickle.dumps(record, protocol=5)
+            keys = {("m", k) for k in txn.metas} | {("t", t) for t in txn.tasks} | {("s", s) for s in txn.subs} \
+                | {("l", op[0]) for op in txn.log_ops}
+            if self.durable:  # on disk before anyone sees it: SQLite first, from the image as it will be
+                staged = Image(dict(image.meta), dict(image.tasks), dict(image.subs), dict(image.logs))
+                staged.apply(record)
+                self._sql_rows(staged, self._dirty | keys)
+            if not self._append(payload):  # larger than the journal: through SQLite, and everyone reloads
+                staged = Image(dict(image.meta), dict(image.tasks), dict(image.subs), dict(image.logs))
+                staged.apply(record)
+                self._sql_rows(staged, self._dirty | keys)
+                self._restart_journal()
+                self._moved()
+                return result
+            image.apply(record, None if self.durable else self._dirty)
+            if self.durable:
+                self._put(_FLUSHED, self._u64(_END))
+            self._at = self._journal[_HEAD]
+            self._moved()
+            return result
+
+    def _sql(self, work: Callable[[sqlite3.Connection], object]):
+        """Runs WORK(conn) in one SQLite write transaction, under the write lock, with SQLite first brought up to
+        date; if it changed anything, every process reloads the world from SQLite afterwards."""
+        with self._writer_turn():
+            self._catch_up()
+            self._flush()
+            conn = self._conn()
+            conn.execute("BEGIN IMMEDIATE")
+            changes = conn.total_changes
+            try:
+                result = work(conn)
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            if getattr(self._local, "dry_run", False):
+                conn.execute("ROLLBACK")
+                return result
+            conn.execute("COMMIT")
+            if conn.total_changes != changes:
+                self._restart_journal()
+                self._moved()
+            return result
+
     def memo(self, key, compute: Callable[[], object]):
         """COMPUTE()'s value for KEY, computed once per process and version of the world (see the module doc).
-        COMPUTE must read the stored world only, outside any write transaction."""
-        if self._pid != os.getpid() or self._version is None:
-            self._conn()
+        COMPUTE must read the stored world only, outside any transaction."""
+        if self._pid != os.getpid():
+            self._forked()
+        if self._version is None:
             self._lock_file()
         version = self._version[:VERSION_BYTES]  # read before COMPUTE: a change made meanwhile recomputes next time
         if version != self._memo_version:  # the world changed: everything kept is stale, let it go at once
@@ -216,7 +577,7 @@ class Store:
 
     @contextmanager
     def dry_run(self):
-        """Inside: this thread's changes are made, then rolled back instead of committed (nothing is stored).
+        """Inside: this thread's changes are computed, then dropped instead of stored.
         For answers computed as if (faults.py's forced 2xx)."""
         self._conn()  # after a fork, _local is replaced here: set the flag on the one that stays
         self._local.dry_run = True
@@ -248,7 +609,7 @@ class Store:
             if known and not {"meta", "task", "subtask"} <= known:
                 raise StoreError(f"{self.path} is an SQLite database of something else (tables: {sorted(known)})")
             conn.executescript(SCHEMA)
-            return self._write(work)
+            return self._sql(work)
         except sqlite3.DatabaseError as exc:
             self.close()
             raise StoreError(f"{self.path} is not a usable state file: {exc}") from None
@@ -261,11 +622,11 @@ class Store:
             conn.execute("DELETE FROM subtask")
             conn.execute("DELETE FROM subtask_log")
             conn.execute("DELETE FROM task")
-            conn.execute("DELETE FROM meta WHERE key <> 'clock'")  # the mock's time goes on
+            conn.execute("DELETE FROM meta WHERE key NOT IN ('clock', ?)", (META_JOURNAL,))  # the mock's time goes on
             self._load(conn, seed, world)
             self._loaded(conn)
 
-        self._write(work)
+        self._sql(work)
 
     @staticmethod
     def _migrate(conn: sqlite3.Connection) -> bool:
@@ -278,8 +639,17 @@ class Store:
         return bool(missing)
 
     def _loaded(self, conn: sqlite3.Connection) -> None:
-        if self.after_load is not None:
-            self.after_load(conn)
+        """Inside the SQLite transaction that loaded a world: lets after_load change it, through a Txn, and writes
+        what it changed into the same transaction."""
+        if self.after_load is None:
+            return
+        image = Image.load(conn)
+        txn = Txn(image)
+        self.after_load(txn)
+        record = txn.record()
+        image.apply(record)
+        image.write_rows(conn, {("m", k) for k in txn.metas} | {("t", t) for t in txn.tasks}
+                         | {("s", s) for s in txn.subs} | {("l", op[0]) for op in txn.log_ops})
 
     @staticmethod
     def _load(conn: sqlite3.Connection, seed: int, world) -> None:
@@ -296,207 +666,148 @@ class Store:
         )
         conn.execute("INSERT INTO meta (key, value) VALUES ('seed', ?)", (str(seed),))
 
+    # -- reads (from this process's image, brought up to date first) -----------------------------------
+    def _view(self) -> Image:
+        image, journal = self._image, self._journal
+        if image is not None and journal is not None and self._pid == os.getpid() and journal[_HEAD] == self._at:
+            return image
+        with self._writer_turn():
+            return self._catch_up()
+
     def seed(self) -> int | None:
-        row = self._conn().execute("SELECT value FROM meta WHERE key = 'seed'").fetchone()
-        return int(row[0]) if row else None
+        value = self._view().meta.get("seed")
+        return int(value) if value is not None else None
 
     def meta_value(self, key: str) -> str | None:
-        """A meta value, read without a transaction (lock-free)."""
-        return self.meta(self._conn(), key)
+        return self._view().meta.get(key)
 
-    # -- reads -------------------------------------------------------------------------------------
     def subtask(self, subtask_id: int) -> SubtaskRow | None:
-        if not -(2**63) <= subtask_id < 2**63:
-            return None
-        row = self._conn().execute(
-            "SELECT id, task_id, status, operation, doc FROM subtask WHERE id = ?", (subtask_id,)
-        ).fetchone()
-        return SubtaskRow(*row) if row else None
+        return self._view().subs.get(subtask_id) if _in_range(subtask_id) else None
 
     def subtasks(self, status: str | None = None, task_id: int | None = None) -> list[SubtaskRow]:
-        sql, args = "SELECT id, task_id, status, operation, doc FROM subtask", []
-        where = []
-        if status is not None:
-            where.append("status = ?")
-            args.append(status)
-        if task_id is not None:
-            where.append("task_id = ?")
-            args.append(task_id)
-        if where:
-            sql += " WHERE " + " AND ".join(where)
-        return [SubtaskRow(*r) for r in self._conn().execute(sql + " ORDER BY id", args)]
+        image = self._view()
+        rows = image.read(lambda: list(image.subs.values()))
+        return sorted((r for r in rows if (status is None or r.status == status)
+                       and (task_id is None or r.task_id == task_id)), key=lambda r: r.id)
 
     def dump(self) -> tuple[list[dict], list[dict]]:
-        """Every task and subtask, read in one transaction so the two agree."""
-        conn = self._conn()
-        conn.execute("BEGIN")
-        try:
-            tasks = [orjson.loads(d) for (d,) in conn.execute("SELECT doc FROM task ORDER BY id")]
-            subtasks = [orjson.loads(d) for (d,) in conn.execute("SELECT doc FROM subtask ORDER BY id")]
-        finally:
-            conn.execute("COMMIT")
-        return tasks, subtasks
+        """Every task and subtask, read so that the two agree."""
+        image = self._view()
+        tasks, subs = image.read(lambda: ([d for _, (_, d) in sorted(image.tasks.items())],
+                                          [r.doc for _, r in sorted(image.subs.items())]))
+        return [orjson.loads(d) for d in tasks], [orjson.loads(d) for d in subs]
 
     def counts(self) -> dict:
-        conn = self._conn()
-        return {
-            "tasks": conn.execute("SELECT count(*) FROM task").fetchone()[0],
-            "subtasks": conn.execute("SELECT count(*) FROM subtask").fetchone()[0],
-        }
-
-    # -- changes -----------------------------------------------------------------------------------
-    def change_subtask(
-        self,
-        subtask_id: int,
-        change: Callable[[dict], dict],
-        task_status: str | None = None,
-        check_task: Callable[[list[dict]], None] | None = None,
-    ) -> bytes | None:
-        """Applies CHANGE to the subtask's current doc under the write lock and stores the result.
-        CHANGE may raise to refuse (nothing is written). CHECK_TASK, when given, sees every subtask of the
-        task after the change and may raise to refuse it. Returns the new wire form, or None if unknown."""
-
-        def work(conn):
-            row = conn.execute("SELECT task_id, doc FROM subtask WHERE id = ?", (subtask_id,)).fetchone()
-            if row is None:
-                return None
-            task_id, doc = row
-            new = change(orjson.loads(doc))
-            if check_task is not None:
-                siblings = [
-                    new if sid == subtask_id else orjson.loads(sdoc)
-                    for sid, sdoc in conn.execute("SELECT id, doc FROM subtask WHERE task_id = ?", (task_id,))
-                ]
-                check_task(siblings)
-            wire = dump_data(new)
-            conn.execute(
-                "UPDATE subtask SET status = ?, operation = ?, doc = ? WHERE id = ?",
-                (new["status"], new.get("operation"), wire, subtask_id),
-            )
-            if task_status is not None:
-                self._set_task_status(conn, task_id, task_status)
-            return wire
-
-        return self._write(work)
-
-    @staticmethod
-    def _set_task_status(conn: sqlite3.Connection, task_id: int, status: str) -> None:
-        row = conn.execute("SELECT doc FROM task WHERE id = ?", (task_id,)).fetchone()
-        if row is None:
-            return
-        task = orjson.loads(row[0])
-        task["status"] = status
-        if status == "RUNNING":
-            task.pop("finishTime", None)
-        conn.execute("UPDATE task SET status = ?, doc = ? WHERE id = ?", (status, dump_data(task), task_id))
-
-    # -- the engine's bookkeeping (used by runtime.py) ---------------------------------------------------
-    def transaction(self, work: Callable[[sqlite3.Connection], object]):
-        """Runs WORK(conn) under the write lock, in one transaction."""
-        return self._write(work)
+        image = self._view()
+        return image.read(lambda: {"tasks": len(image.tasks), "subtasks": len(image.subs)})
 
     def clock_and_next_due(self) -> tuple[str | None, int | None]:
         """The one read every request makes: the clock (JSON) and the earliest due transition (or None)."""
-        return self._conn().execute(_CLOCK_AND_DUE).fetchone()
-
-    @staticmethod
-    def meta(conn: sqlite3.Connection, key: str) -> str | None:
-        row = conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
-        return row[0] if row else None
-
-    @staticmethod
-    def set_meta(conn: sqlite3.Connection, key: str, value: str) -> None:
-        conn.execute("INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-                     (key, value))
-
-    @staticmethod
-    def task_ids(conn: sqlite3.Connection, due_by: int | None = None) -> list[int]:
-        """Every task's id, or only those of tasks with a transition due by DUE_BY."""
-        if due_by is None:
-            return [r[0] for r in conn.execute("SELECT id FROM task ORDER BY id")]
-        return [r[0] for r in conn.execute(
-            "SELECT DISTINCT task_id FROM subtask WHERE due_at IS NOT NULL AND due_at <= ? ORDER BY task_id", (due_by,))]
-
-    @staticmethod
-    def task_id_of(conn: sqlite3.Connection, subtask_id: int) -> int | None:
-        if not -(2**63) <= subtask_id < 2**63:
-            return None
-        row = conn.execute("SELECT task_id FROM subtask WHERE id = ?", (subtask_id,)).fetchone()
-        return row[0] if row else None
-
-    @staticmethod
-    def task_rows(conn: sqlite3.Connection, task_id: int) -> tuple[bytes | None, list[SubtaskRunRow]]:
-        """The task's stored doc and its subtasks with their bookkeeping, by id."""
-        if not -(2**63) <= task_id < 2**63:
-            return None, []
-        row = conn.execute("SELECT doc FROM task WHERE id = ?", (task_id,)).fetchone()
-        if row is None:
-            return None, []
-        subs = [SubtaskRunRow(*r) for r in conn.execute(
-            f"SELECT {_RUN_COLUMNS} FROM subtask WHERE task_id = ? ORDER BY id", (task_id,))]
-        return row[0], subs
-
-    @staticmethod
-    def save_task(conn: sqlite3.Connection, task_id: int, status: str, doc: bytes) -> None:
-        conn.execute("UPDATE task SET status = ?, doc = ? WHERE id = ?", (status, doc, task_id))
-
-    @staticmethod
-    def save_subtask(conn: sqlite3.Connection, subtask_id: int, status: str, operation: str | None, doc: bytes,
-                     due_at: int | None, scenario: str | None, runs: int, run_start: int | None) -> None:
-        conn.execute(
-            "UPDATE subtask SET status = ?, operation = ?, doc = ?, due_at = ?, scenario = ?, runs = ?, run_start = ? "
-            "WHERE id = ?", (status, operation, doc, due_at, scenario, runs, run_start, subtask_id))
-
-    @staticmethod
-    def append_log(conn: sqlite3.Connection, subtask_id: int, first: str | None, lines: list[str]) -> None:
-        """Appends LINES to the subtask's log; FIRST starts a log the subtask does not have yet."""
-        if first is not None:
-            conn.execute("INSERT OR IGNORE INTO subtask_log (subtask_id, text) VALUES (?, ?)", (subtask_id, first))
-        if lines:
-            text = "\n".join(lines)
-            conn.execute("UPDATE subtask_log SET text = CASE WHEN text = '' THEN ? ELSE text || char(10) || ? END "
-                         "WHERE subtask_id = ?", (text, text, subtask_id))
-
-    # -- reads of the task family (lock-free, each in one read transaction so its parts agree) ------------
-    def _read(self, work: Callable[[sqlite3.Connection], object]):
-        conn = self._conn()
-        conn.execute("BEGIN")
-        try:
-            return work(conn)
-        finally:
-            conn.execute("COMMIT")
+        image = self._view()
+        return image.read(lambda: (image.meta.get("clock"), min(image.due.values()) if image.due else None))
 
     def task(self, task_id: int) -> tuple[bytes, list[bytes]] | None:
         """The task's stored doc and its subtasks' wire forms (by id), or None."""
-        if not -(2**63) <= task_id < 2**63:
-            return None
+        image = self._view()
 
-        def work(conn):
-            row = conn.execute("SELECT doc FROM task WHERE id = ?", (task_id,)).fetchone()
-            if row is None:
+        def read():
+            found = image.tasks.get(task_id)
+            if found is None:
                 return None
-            return row[0], [d for (d,) in conn.execute("SELECT doc FROM subtask WHERE task_id = ? ORDER BY id",
-                                                       (task_id,))]
+            subs = image.subs
+            return found[1], [subs[sid].doc for sid in image.by_task.get(task_id, ())]
 
-        return self._read(work)
+        return image.read(read)
 
     def tasks(self) -> tuple[list[bytes], dict[int, list[bytes]]]:
         """Every task's stored doc (by id) and every subtask's wire form, grouped by task (by id)."""
+        image = self._view()
 
-        def work(conn):
-            tasks = [d for (d,) in conn.execute("SELECT doc FROM task ORDER BY id")]
-            grouped: dict[int, list[bytes]] = {}
-            for task_id, doc in conn.execute("SELECT task_id, doc FROM subtask ORDER BY id"):
-                grouped.setdefault(task_id, []).append(doc)
-            return tasks, grouped
+        def read():
+            subs = image.subs
+            return ([d for _, (_, d) in sorted(image.tasks.items())],
+                    {tid: [subs[sid].doc for sid in ids] for tid, ids in image.by_task.items()})
 
-        return self._read(work)
+        return image.read(read)
 
     def subtask_run(self, subtask_id: int) -> tuple[SubtaskRunRow, str | None] | None:
         """The subtask with its bookkeeping and its stored log (None: it has none yet), or None."""
-        if not -(2**63) <= subtask_id < 2**63:
+        if not _in_range(subtask_id):
             return None
-        row = self._conn().execute(
-            f"SELECT {_RUN_COLUMNS}, (SELECT text FROM subtask_log l WHERE l.subtask_id = subtask.id) "
-            "FROM subtask WHERE id = ?", (subtask_id,)).fetchone()
-        return (SubtaskRunRow(*row[:-1]), row[-1]) if row else None
+        image = self._view()
+
+        def read():
+            r = image.subs.get(subtask_id)
+            if r is None:
+                return None
+            text = image.logs.get(subtask_id)
+            return SubtaskRunRow(r.id, r.task_id, r.doc, r.due_at, r.scenario, r.runs, r.run_start,
+                                 text is not None), text
+
+        return image.read(read)
+
+    # -- inside a transaction (CONN is the Txn that Store.transaction gives WORK) ---------------------------
+    @staticmethod
+    def meta(conn: Txn, key: str) -> str | None:
+        return conn.metas[key] if key in conn.metas else conn.image.meta.get(key)
+
+    @staticmethod
+    def set_meta(conn: Txn, key: str, value: str) -> None:
+        conn.metas[key] = value
+
+    @staticmethod
+    def task_ids(conn: Txn, due_by: int | None = None) -> list[int]:
+        """Every task's id, or only those of tasks with a transition due by DUE_BY."""
+        image = conn.image
+        if due_by is None:
+            return sorted({*image.tasks, *conn.tasks})
+        due = {sid for sid, at in image.due.items() if at <= due_by and sid not in conn.subs}
+        due.update(sid for sid, r in conn.subs.items() if r.due_at is not None and r.due_at <= due_by)
+        return sorted({conn.sub(sid).task_id for sid in due})
+
+    @staticmethod
+    def active_task_ids(conn: Txn, statuses) -> list[int]:
+        """The ids of the tasks with a subtask in one of STATUSES."""
+        return sorted({conn.sub(sid).task_id for sid in {*conn.image.subs, *conn.subs}
+                       if conn.sub(sid).status in statuses})
+
+    @staticmethod
+    def task_id_of(conn: Txn, subtask_id: int) -> int | None:
+        row = conn.sub(subtask_id) if _in_range(subtask_id) else None
+        return row.task_id if row is not None else None
+
+    @staticmethod
+    def task_rows(conn: Txn, task_id: int) -> tuple[bytes | None, list[SubtaskRunRow]]:
+        """The task's stored doc and its subtasks with their bookkeeping, by id."""
+        task = conn.tasks.get(task_id) or conn.image.tasks.get(task_id)
+        if task is None:
+            return None, []
+        logs, logged = conn.image.logs, conn.logged
+        rows = []
+        for sid in conn.image.by_task.get(task_id, ()):
+            r = conn.sub(sid)
+            rows.append(SubtaskRunRow(r.id, r.task_id, r.doc, r.due_at, r.scenario, r.runs, r.run_start,
+                                      sid in logs or sid in logged))
+        return task[1], rows
+
+    @staticmethod
+    def save_task(conn: Txn, task_id: int, status: str, doc: bytes) -> None:
+        conn.tasks[task_id] = (status, doc)
+
+    @staticmethod
+    def save_subtask(conn: Txn, subtask_id: int, status: str, operation: str | None, doc: bytes,
+                     due_at: int | None, scenario: str | None, runs: int, run_start: int | None) -> None:
+        old = conn.sub(subtask_id)
+        if old is None:
+            return
+        conn.subs[subtask_id] = SubtaskRow(subtask_id, old.task_id, status, operation, doc, due_at, scenario, runs,
+                                           run_start)
+
+    @staticmethod
+    def append_log(conn: Txn, subtask_id: int, first: str | None, lines: list[str]) -> None:
+        """Appends LINES to the subtask's log; FIRST starts a log the subtask does not have yet."""
+        if conn.sub(subtask_id) is None:
+            return
+        conn.log_ops.append((subtask_id, first, "\n".join(lines) if lines else None))
+        if first is not None:
+            conn.logged.add(subtask_id)

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import re
+import sqlite3
 import threading
 from datetime import datetime
 
+import orjson
 import pytest
 import yaml
 
@@ -84,17 +86,17 @@ def test_retry_refused_when_operation_is_rollback(client):
 
 
 def test_retry_sets_the_task_back_to_running(client, mock):
-    from mock_server.store import Store  # noqa: F401  (the store is the mock's own)
-
-    def task_status():
-        return mock.store._conn().execute("SELECT status FROM task WHERE id = ?", (FIXTURE_TASK_ID,)).fetchone()[0]
+    def task_status(task_id):
+        return orjson.loads(mock.store.task(task_id)[0])["status"]
 
     failed = [r for r in mock.store.subtasks(status="FAILED") if r.task_id != FIXTURE_TASK_ID]
     row = failed[0]
     assert_envelope(client.post(retry_path(row.task_id, row.id), headers=ADMIN), 200)
-    status = mock.store._conn().execute("SELECT status FROM task WHERE id = ?", (row.task_id,)).fetchone()[0]
-    assert status == "RUNNING"
-    assert task_status() == "RUNNING"
+    assert task_status(row.task_id) == "RUNNING"
+    assert task_status(FIXTURE_TASK_ID) == "RUNNING"
+    mock.store.close()  # writes SQLite up to date: the state file says the same
+    with sqlite3.connect(mock.config.db_path) as conn:
+        assert conn.execute("SELECT status FROM task WHERE id = ?", (row.task_id,)).fetchone()[0] == "RUNNING"
 
 
 def test_unknown_subtask_is_404_with_20000(client):
