@@ -50,6 +50,7 @@ VARIANTS = {
     "rt2": ("granian runtime_threads=2", ["--runtime-threads", "2"], "mock"),
     "w1": ("granian 1 worker", ["--workers", "1"], "mock"),
     "w3": ("granian 3 workers", ["--workers", "3"], "mock"),
+    "w1+bt1": ("granian 1 worker, blocking_threads=1: no contention at all", ["--workers", "1", "--blocking-threads", "1"], "mock"),
     "w1+bt2": ("granian 1 worker, blocking_threads=2", ["--workers", "1", "--blocking-threads", "2"], "mock"),
     "gthread": ("gunicorn gthread 2 workers x 8 threads", ["--server", "gunicorn-gthread", "--threads", "8"], "mock"),
     "bare": ("bare Flask constant, 4 blocking threads (the Flask ceiling)", [], "bare"),

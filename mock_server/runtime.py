@@ -199,7 +199,7 @@ class Runtime:
             self._save(conn, before, after, ctx, logged)
             return after
 
-        after = self.store.transaction(work)
+        after = self.store.transaction(work, optimistic=True)
         self._noted(after)
         return after
 

@@ -168,6 +168,8 @@ class Image:
             by_task.setdefault(subs[sid].task_id, []).append(sid)
         self.by_task: dict[int, tuple[int, ...]] = {tid: tuple(ids) for tid, ids in by_task.items()}
         self.seq = 0
+        self.applied = 0  # records applied to this image
+        self.changed_at: dict[tuple, int] = {}  # (table, key) -> `applied` after the last record that changed it
 
     @classmethod
     def load(cls, conn: sqlite3.Connection) -> "Image":
@@ -198,6 +200,16 @@ class Image:
         """Applies a record (Txn.record) in place; DIRTY collects the rows it touched, as (table, key)."""
         metas, tasks, subs, log_ops = record
         self.seq += 1
+        self.applied += 1
+        changed, now = self.changed_at, self.applied
+        for key, _ in metas:
+            changed["m", key] = now
+        for t in tasks:
+            changed["t", t[0]] = now
+        for values in subs:
+            changed["s", values[0]] = now
+        for op in log_ops:
+            changed["l", op[0]] = now
         try:
             for key, value in metas:
                 self.meta[key] = value
@@ -256,8 +268,11 @@ class Txn:
     """A change in the making, over an image: reads see its own writes; nothing reaches the image (or anyone else)
     until the store commits it. What `Store.transaction`'s WORK gets as its `conn`."""
 
-    def __init__(self, image: Image):
+    def __init__(self, image: Image, reads: set | None = None):
         self.image = image
+        # What it read of the image, as (table, key), when it runs outside the write lock (Store.transaction's
+        # `optimistic`); "*": something no key names (an index), so any change in between counts.
+        self.reads = reads
         self.metas: dict[str, str] = {}
         self.tasks: dict[int, tuple[str, bytes]] = {}
         self.subs: dict[int, SubtaskRow] = {}
@@ -274,7 +289,23 @@ class Txn:
 
     def sub(self, sid: int) -> SubtaskRow | None:
         row = self.subs.get(sid)
-        return row if row is not None else self.image.subs.get(sid)
+        if row is not None:
+            return row
+        if self.reads is not None:
+            self.reads.add(("s", sid))
+        return self.image.subs.get(sid)
+
+    def read(self, key: tuple) -> None:
+        if self.reads is not None:
+            self.reads.add(key)
+
+    def still_holds(self, start: int) -> bool:
+        """Whether nothing it read was changed after the image had applied START records."""
+        image = self.image
+        if "*" in self.reads:
+            return image.applied == start
+        changed = image.changed_at
+        return all(changed.get(key, 0) <= start for key in self.reads)
 
 
 class Store:
@@ -499,35 +530,58 @@ class Store:
         self._image, self._at, self._dirty = None, b"", set()
 
     # -- changes -----------------------------------------------------------------------------------
-    def transaction(self, work: Callable[[Txn], object]):
-        """Runs WORK(txn) under the write lock, as one change: all of it is stored, or nothing if WORK raises."""
+    def transaction(self, work: Callable[[Txn], object], optimistic: bool = False):
+        """Runs WORK(txn) as one change: all of it is stored, or nothing if WORK raises.
+
+        OPTIMISTIC: WORK runs first outside the write lock, on this process's image, and the change is stored if
+        nothing it read has changed by the time the lock is taken; otherwise (or if it raised) it runs again under
+        the lock. So processes compute changes at the same time and hold the lock only to store them; WORK must
+        have no effect but through the Txn (it may run twice)."""
+        if optimistic and not getattr(self._local, "dry_run", False):
+            image = self._view()
+            start = image.read(lambda: image.applied)  # between records, never halfway through one
+            txn = Txn(image, reads=set())
+            try:
+                result = work(txn)
+            except Exception:  # noqa: BLE001  decided again under the lock, on the world as it is then
+                pass
+            else:
+                with self._writer_turn():
+                    if self._catch_up() is image and txn.still_holds(start):
+                        return self._commit(image, txn, result)
         with self._writer_turn():
             image = self._catch_up()
             txn = Txn(image)
             result = work(txn)
-            if getattr(self._local, "dry_run", False) or not txn.changed:
-                return result  # a catch-up that found nothing keeps every process's memo
-            record = txn.record()
-            payload = pickle.dumps(record, protocol=5)
-            keys = {("m", k) for k in txn.metas} | {("t", t) for t in txn.tasks} | {("s", s) for s in txn.subs} \
-                | {("l", op[0]) for op in txn.log_ops}
-            if self.durable:  # on disk before anyone sees it: SQLite first, from the image as it will be
-                staged = Image(dict(image.meta), dict(image.tasks), dict(image.subs), dict(image.logs))
-                staged.apply(record)
-                self._sql_rows(staged, self._dirty | keys)
-            if not self._append(payload):  # larger than the journal: through SQLite, and everyone reloads
-                staged = Image(dict(image.meta), dict(image.tasks), dict(image.subs), dict(image.logs))
-                staged.apply(record)
-                self._sql_rows(staged, self._dirty | keys)
-                self._restart_journal()
-                self._moved()
+            if getattr(self._local, "dry_run", False):
                 return result
-            image.apply(record, None if self.durable else self._dirty)
-            if self.durable:
-                self._put(_FLUSHED, self._u64(_END))
-            self._at = self._journal[_HEAD]
+            return self._commit(image, txn, result)
+
+    def _commit(self, image: Image, txn: Txn, result):
+        """Stores TXN (made on IMAGE, the caught-up image) and returns RESULT; under the write lock."""
+        if not txn.changed:
+            return result  # a catch-up that found nothing keeps every process's memo
+        record = txn.record()
+        payload = pickle.dumps(record, protocol=5)
+        keys = {("m", k) for k in txn.metas} | {("t", t) for t in txn.tasks} | {("s", s) for s in txn.subs} \
+            | {("l", op[0]) for op in txn.log_ops}
+        if self.durable:  # on disk before anyone sees it: SQLite first, from the image as it will be
+            staged = Image(dict(image.meta), dict(image.tasks), dict(image.subs), dict(image.logs))
+            staged.apply(record)
+            self._sql_rows(staged, self._dirty | keys)
+        if not self._append(payload):  # larger than the journal: through SQLite, and everyone reloads
+            staged = Image(dict(image.meta), dict(image.tasks), dict(image.subs), dict(image.logs))
+            staged.apply(record)
+            self._sql_rows(staged, self._dirty | keys)
+            self._restart_journal()
             self._moved()
             return result
+        image.apply(record, None if self.durable else self._dirty)
+        if self.durable:
+            self._put(_FLUSHED, self._u64(_END))
+        self._at = self._journal[_HEAD]
+        self._moved()
+        return result
 
     def _sql(self, work: Callable[[sqlite3.Connection], object]):
         """Runs WORK(conn) in one SQLite write transaction, under the write lock, with SQLite first brought up to
@@ -749,7 +803,10 @@ class Store:
     # -- inside a transaction (CONN is the Txn that Store.transaction gives WORK) ---------------------------
     @staticmethod
     def meta(conn: Txn, key: str) -> str | None:
-        return conn.metas[key] if key in conn.metas else conn.image.meta.get(key)
+        if key in conn.metas:
+            return conn.metas[key]
+        conn.read(("m", key))
+        return conn.image.meta.get(key)
 
     @staticmethod
     def set_meta(conn: Txn, key: str, value: str) -> None:
@@ -759,6 +816,7 @@ class Store:
     def task_ids(conn: Txn, due_by: int | None = None) -> list[int]:
         """Every task's id, or only those of tasks with a transition due by DUE_BY."""
         image = conn.image
+        conn.read("*")
         if due_by is None:
             return sorted({*image.tasks, *conn.tasks})
         due = {sid for sid, at in image.due.items() if at <= due_by and sid not in conn.subs}
@@ -768,6 +826,7 @@ class Store:
     @staticmethod
     def active_task_ids(conn: Txn, statuses) -> list[int]:
         """The ids of the tasks with a subtask in one of STATUSES."""
+        conn.read("*")
         return sorted({conn.sub(sid).task_id for sid in {*conn.image.subs, *conn.subs}
                        if conn.sub(sid).status in statuses})
 
@@ -779,12 +838,16 @@ class Store:
     @staticmethod
     def task_rows(conn: Txn, task_id: int) -> tuple[bytes | None, list[SubtaskRunRow]]:
         """The task's stored doc and its subtasks with their bookkeeping, by id."""
-        task = conn.tasks.get(task_id) or conn.image.tasks.get(task_id)
+        task = conn.tasks.get(task_id)
+        if task is None:
+            conn.read(("t", task_id))
+            task = conn.image.tasks.get(task_id)
         if task is None:
             return None, []
         logs, logged = conn.image.logs, conn.logged
         rows = []
         for sid in conn.image.by_task.get(task_id, ()):
+            conn.read(("l", sid))
             r = conn.sub(sid)
             rows.append(SubtaskRunRow(r.id, r.task_id, r.doc, r.due_at, r.scenario, r.runs, r.run_start,
                                       sid in logs or sid in logged))
