@@ -332,7 +332,7 @@ class Store:
         self._turn_fd: int | None = None  # the file lock that orders writers across processes
         self._version: mmap.mmap | None = None  # the world's version: the lock file's first 8 bytes, shared
         self._journal: mmap.mmap | None = None
-        self._journal_fd: int | None = None
+        self._journal_file = None  # the journal's file object (its descriptor holds a shared lock)
         self._image: Image | None = None
         self._at = b""  # the journal's head (gen, end) the image is at
         self._dirty: set = set()  # rows changed since this process last wrote SQLite up to date
@@ -352,7 +352,8 @@ class Store:
         return conn
 
     def close(self) -> None:
-        """Writes SQLite up to date (this process's part of it) and closes this thread's connection."""
+        """Writes SQLite up to date (this process's part of it), lets go of the journal (a later use maps it again)
+        and closes this thread's connection."""
         if self._pid == os.getpid() and self._journal is not None and self._dirty:
             try:
                 with self._writer_turn():
@@ -360,6 +361,12 @@ class Store:
                     self._flush()
             except (sqlite3.Error, OSError, ValueError):  # closing: the next start replays the journal instead
                 pass
+        if self._pid == os.getpid() and self._journal is not None:
+            with self._turn:
+                self._journal.close()
+                self._journal_file.close()
+                self._journal = self._journal_file = self._image = None
+                self._at = b""
         conn = getattr(self._local, "conn", None)
         if conn is not None:
             conn.close()
@@ -404,15 +411,18 @@ class Store:
     def _open_journal(self) -> None:
         """Maps the journal, and brings it in line with the state file: a process that starts alone first writes
         into SQLite what a killed run left there (when it goes with this file), then starts it afresh."""
-        fd = os.open(self.path + ".journal", os.O_RDWR | os.O_CREAT, 0o600)
+        # A file object: its descriptor, and with it the shared lock below, goes with the Store (close, or the
+        # garbage collector), so a Store that is done with the file never makes a later start think it is not alone.
+        file = open(os.open(self.path + ".journal", os.O_RDWR | os.O_CREAT, 0o600), "r+b", buffering=0)
         try:
+            fd = file.fileno()
             if os.fstat(fd).st_size < JOURNAL_BYTES:
                 os.ftruncate(fd, JOURNAL_BYTES)
             journal = mmap.mmap(fd, JOURNAL_BYTES)
         except BaseException:
-            os.close(fd)
+            file.close()
             raise
-        self._journal, self._journal_fd = journal, fd
+        self._journal, self._journal_file = journal, file
         conn = self._conn()
         try:
             tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
@@ -658,10 +668,14 @@ class Store:
             return True
 
         try:
-            conn = self._conn()
-            known = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+            probe = sqlite3.connect(self.path)  # no pragma yet: a database of something else is left as it was
+            try:
+                known = {r[0] for r in probe.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+            finally:
+                probe.close()
             if known and not {"meta", "task", "subtask"} <= known:
                 raise StoreError(f"{self.path} is an SQLite database of something else (tables: {sorted(known)})")
+            conn = self._conn()
             conn.executescript(SCHEMA)
             return self._sql(work)
         except sqlite3.DatabaseError as exc:

@@ -1,0 +1,213 @@
+"""The store's journal: every process's copy of the world follows every change, through wraps and reloads; SQLite
+gets every change (written behind, or through with `durable`); a killed run's changes are replayed at the next
+start; a record is only ever plain data. Two Store objects on one file stand for two worker processes."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import pickle
+import sqlite3
+import threading
+
+import pytest
+
+from mock_server import Config, create_app, store as store_module
+from mock_server.store import MAX_LOG_CHARS, Store, StoreError, _append_log, _Plain
+
+ARMED = 10001  # FAILED in the seeded world
+
+
+def _runs(conn, sid: int) -> int:
+    return conn.sub(sid).runs
+
+
+def _bump(store: Store, sid: int, by: int = 1, optimistic: bool = False) -> int:
+    """A change through STORE: the subtask's run count goes up by BY (a column no engine rule reads here)."""
+    def work(conn):
+        row = conn.sub(sid)
+        Store.save_subtask(conn, sid, row.status, row.operation, row.doc, row.due_at, row.scenario, row.runs + by,
+                           row.run_start)
+        return row.runs + by
+
+    return store.transaction(work, optimistic=optimistic)
+
+
+def _sqlite_rows(path: str) -> dict:
+    with sqlite3.connect(path) as conn:
+        return {"subtask": conn.execute("SELECT id, status, doc, due_at, scenario, runs, run_start FROM subtask "
+                                        "ORDER BY id").fetchall(),
+                "task": conn.execute("SELECT id, status, doc FROM task ORDER BY id").fetchall(),
+                "log": conn.execute("SELECT subtask_id, text FROM subtask_log ORDER BY subtask_id").fetchall()}
+
+
+def _image_rows(store: Store) -> dict:
+    image = store._view()
+    return {"subtask": [(r.id, r.status, r.doc, r.due_at, r.scenario, r.runs, r.run_start)
+                        for _, r in sorted(image.subs.items())],
+            "task": [(i, s, d) for i, (s, d) in sorted(image.tasks.items())],
+            "log": sorted(image.logs.items())}
+
+
+@pytest.fixture()
+def world(tmp_path) -> str:
+    path = str(tmp_path / "world.sqlite3")
+    create_app(Config(db_path=path, clock_speed=0)).extensions["ocp_mock"].store.close()
+    return path
+
+
+def test_two_processes_follow_each_other_through_many_wraps(world, monkeypatch):
+    monkeypatch.setattr(store_module, "JOURNAL_BYTES", store_module.START + 16 * 1024)  # a wrap every few records
+    a, b = Store(world), Store(world)
+    sids = [r.id for r in a.subtasks()][:12]
+    expected = {sid: a.subtask(sid).runs for sid in sids}
+    gens = set()
+    for i in range(300):
+        writer, reader = (a, b) if i % 3 else (b, a)
+        sid = sids[i % len(sids)]
+        expected[sid] = _bump(writer, sid, optimistic=bool(i % 2))
+        gens.add(store_module._U64.unpack_from(writer._journal, store_module._GEN)[0])
+        if i % 7 == 0:  # the reader looks now and then: sometimes a whole wrap behind, sometimes several
+            assert reader.subtask(sid).runs == expected[sid]
+    assert len(gens) > 5, "the journal wrapped, again and again"
+    assert {sid: a.subtask(sid).runs for sid in sids} == {sid: b.subtask(sid).runs for sid in sids} == expected
+    c = Store(world)  # a process that starts now: SQLite, then what the journal has after it
+    assert {sid: c.subtask(sid).runs for sid in sids} == expected
+    for s in (a, b, c):
+        s.close()
+    assert _sqlite_rows(world) == _image_rows(c)
+
+
+def test_sqlite_is_written_behind_and_through_with_durable(world):
+    behind = Store(world)
+    sid = ARMED
+    before = _sqlite_rows(world)
+    _bump(behind, sid)
+    assert _sqlite_rows(world) == before, "written behind: not yet"
+    behind.close()
+    assert _sqlite_rows(world) == _image_rows(behind)
+    through = Store(world, durable=True)
+    runs = _bump(through, sid)
+    with sqlite3.connect(world) as conn:  # on disk before the change returns
+        assert conn.execute("SELECT runs FROM subtask WHERE id = ?", (sid,)).fetchone()[0] == runs
+    assert behind.subtask(sid).runs == runs  # and the other process sees it too
+
+
+def _write_and_die(path: str, sid: int, n: int) -> None:
+    store = Store(path)
+    for _ in range(n):
+        _bump(store, sid)
+    os._exit(0)  # killed: no close, nothing written behind
+
+
+def test_a_killed_runs_changes_are_replayed_at_the_next_start(world):
+    with sqlite3.connect(world) as conn:
+        runs = conn.execute("SELECT runs FROM subtask WHERE id = ?", (ARMED,)).fetchone()[0]
+    ctx = multiprocessing.get_context("spawn")
+    proc = ctx.Process(target=_write_and_die, args=(world, ARMED, 5))
+    proc.start()
+    proc.join(60)
+    with sqlite3.connect(world) as conn:
+        assert conn.execute("SELECT runs FROM subtask WHERE id = ?", (ARMED,)).fetchone()[0] == runs
+    fresh = Store(world)
+    assert fresh.subtask(ARMED).runs == runs + 5
+    with sqlite3.connect(world) as conn:  # the start that found it alone wrote it into SQLite
+        assert conn.execute("SELECT runs FROM subtask WHERE id = ?", (ARMED,)).fetchone()[0] == runs + 5
+
+
+def test_a_journal_left_by_another_state_file_is_not_replayed(tmp_path):
+    one, two = str(tmp_path / "one.sqlite3"), str(tmp_path / "two.sqlite3")
+    for path in (one, two):
+        create_app(Config(db_path=path, clock_speed=0)).extensions["ocp_mock"].store.close()
+    ctx = multiprocessing.get_context("spawn")
+    proc = ctx.Process(target=_write_and_die, args=(one, ARMED, 3))
+    proc.start()
+    proc.join(60)
+    os.replace(one + ".journal", two + ".journal")  # two's own journal is replaced by one's, with records
+    with sqlite3.connect(two) as conn:
+        runs = conn.execute("SELECT runs FROM subtask WHERE id = ?", (ARMED,)).fetchone()[0]
+    assert Store(two).subtask(ARMED).runs == runs, "one's records were not applied to two"
+    with sqlite3.connect(two) as conn:
+        assert conn.execute("SELECT runs FROM subtask WHERE id = ?", (ARMED,)).fetchone()[0] == runs
+
+
+def test_a_record_larger_than_the_journal_goes_through_sqlite_and_everyone_reloads(world, monkeypatch):
+    monkeypatch.setattr(store_module, "JOURNAL_BYTES", store_module.START + 256)
+    a, b = Store(world), Store(world)
+    assert b.subtask(ARMED).status == "FAILED"
+    runs = _bump(a, ARMED)  # a subtask row with its wire form is larger than 256 bytes
+    assert b.subtask(ARMED).runs == runs
+    with sqlite3.connect(world) as conn:
+        assert conn.execute("SELECT runs FROM subtask WHERE id = ?", (ARMED,)).fetchone()[0] == runs
+
+
+def test_a_change_computed_outside_the_lock_is_computed_again_when_what_it_read_moved(world):
+    a, b = Store(world), Store(world)
+    start = a.subtask(ARMED).runs
+    calls = []
+
+    def work(conn):
+        row = conn.sub(ARMED)
+        if not calls:  # another process stores a change to the same row meanwhile
+            _bump(b, ARMED, by=10)
+        calls.append(row.runs)
+        Store.save_subtask(conn, ARMED, row.status, row.operation, row.doc, row.due_at, row.scenario, row.runs + 1,
+                           row.run_start)
+
+    a.transaction(work, optimistic=True)
+    assert calls == [start, start + 10], "run again under the lock, on the world as it was then"
+    assert a.subtask(ARMED).runs == b.subtask(ARMED).runs == start + 11, "no change lost"
+
+
+def test_concurrent_optimistic_changes_lose_nothing(world):
+    stores = [Store(world) for _ in range(3)]
+    sids = [r.id for r in stores[0].subtasks()][:4]
+    base = {sid: stores[0].subtask(sid).runs for sid in sids}
+
+    def hammer(store: Store, k: int) -> None:
+        for i in range(150):
+            _bump(store, sids[(i + k) % len(sids)], optimistic=True)
+
+    threads = [threading.Thread(target=hammer, args=(stores[k % 3], k)) for k in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    total = sum(stores[1].subtask(sid).runs - base[sid] for sid in sids)
+    assert total == 6 * 150
+    assert _image_rows(stores[0]) == _image_rows(stores[1]) == _image_rows(stores[2])
+
+
+def test_a_long_log_keeps_its_latest_lines_within_the_bound():
+    text = "first"
+    for i in range(5000):
+        text = _append_log(text, None, f"2026-12-01 10:00:00.000 INFO [t] line {i}")
+    assert len(text) <= MAX_LOG_CHARS
+    kept = [int(line.rsplit(" ", 1)[1]) for line in text.split("\n")]  # whole lines only, the latest, in order
+    assert kept == list(range(5000 - len(kept), 5000)) and len(kept) > 100
+    assert _append_log(None, None, "x") is None, "no log is started without its first part"
+    assert _append_log(None, "seeded", None) == "seeded"
+    assert _append_log("", None, "a") == "a"
+
+
+def test_the_journal_reader_refuses_anything_but_plain_data():
+    class Rigged:
+        def __reduce__(self):
+            return (os.system, ("echo no",))
+
+    import io
+
+    with pytest.raises(pickle.UnpicklingError):
+        _Plain(io.BytesIO(pickle.dumps(((), (), (), ((1, None, Rigged()),)), protocol=5))).load()
+    plain = ((("k", "v"),), ((1, "RUNNING", b"{}"),), ((2, 1, "READY", None, b"{}", None, None, 0, None),), ())
+    assert _Plain(io.BytesIO(pickle.dumps(plain, protocol=5))).load() == plain
+
+
+def test_a_file_that_is_not_a_state_file_is_refused_untouched(tmp_path):
+    path = tmp_path / "other.sqlite3"
+    with sqlite3.connect(path) as conn:
+        conn.execute("CREATE TABLE notes (x)")
+    before = path.read_bytes()
+    with pytest.raises(StoreError):
+        Store(str(path)).ensure_seeded(1, lambda seed: None)
+    assert path.read_bytes() == before
