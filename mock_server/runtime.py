@@ -158,21 +158,27 @@ class Runtime:
         task_doc, rows = self.store.task_rows(conn, task_id)
         if task_doc is None:
             return None, set()
+        parsed = self.store.parsed
         subs = {
-            r.id: Sub(orjson.loads(r.doc), r.due_at, Scenario.from_dict(orjson.loads(r.scenario)) if r.scenario else None,
+            r.id: Sub(parsed(r.doc), r.due_at, Scenario.from_dict(orjson.loads(r.scenario)) if r.scenario else None,
                       r.runs, r.run_start)
             for r in rows
         }
-        return TaskSlice(orjson.loads(task_doc), subs), {r.id for r in rows if r.logged}
+        return TaskSlice(parsed(task_doc), subs), {r.id for r in rows if r.logged}
 
     def _save(self, conn, before: TaskSlice, after: TaskSlice, ctx: Context, logged: set[int]) -> None:
+        remember = self.store.remember
         if after.task != before.task:
-            self.store.save_task(conn, after.task["id"], after.task["status"], dump_data(after.task))
+            doc = dump_data(after.task)
+            remember(doc, after.task)
+            self.store.save_task(conn, after.task["id"], after.task["status"], doc)
         for sid, sub in after.subs.items():
             old = before.subs[sid]
             if (sub.doc, sub.due_at, sub.scenario, sub.runs, sub.run_start) != (
                     old.doc, old.due_at, old.scenario, old.runs, old.run_start):
-                self.store.save_subtask(conn, sid, sub.status, sub.doc.get("operation"), dump_data(sub.doc),
+                doc = dump_data(sub.doc) if sub.doc is not old.doc else self.store.wire_of(conn, sid)
+                remember(doc, sub.doc)
+                self.store.save_subtask(conn, sid, sub.status, sub.doc.get("operation"), doc,
                                         sub.due_at, orjson.dumps(sub.scenario.as_dict()).decode() if sub.scenario else None,
                                         sub.runs, sub.run_start)
             # A subtask's log is stored from its first change on, starting with the log the seeded world gave it.

@@ -319,6 +319,7 @@ class Store:
         self._memo: dict = {}  # key -> (version, value), for the version in _memo_version (or a racing older one)
         self._memo_version = b""
         self._memo_bytes = 0
+        self._parsed: dict[bytes, dict] = {}  # wire form -> the dict it parses to (see parsed)
         self._forked()
         # Called inside the transaction that loaded a world (or added the engine's columns to an old state
         # file), so the engine can put the world's in-flight subtasks in motion before anyone sees them.
@@ -639,6 +640,21 @@ class Store:
         self._memo_bytes += size
         return value
 
+    def parsed(self, doc: bytes) -> dict:
+        """DOC (a stored wire form) parsed, once per process and form: the engine's slices hold their docs as
+        values (a change makes a new dict, never edits one), so they can share one dict. Callers must not edit it."""
+        value = self._parsed.get(doc)  # a bytes object keeps its hash: a hit costs one lookup
+        if value is None:
+            value = self.remember(doc, orjson.loads(doc))
+        return value
+
+    def remember(self, doc: bytes, value: dict) -> dict:
+        """Files VALUE as what DOC parses to (a writer that just serialised it); at most MEMO_LIMIT * 16 kept."""
+        if len(self._parsed) >= MEMO_LIMIT * 16:
+            self._parsed = {}
+        self._parsed[doc] = value
+        return value
+
     @contextmanager
     def dry_run(self):
         """Inside: this thread's changes are computed, then dropped instead of stored.
@@ -866,6 +882,11 @@ class Store:
             rows.append(SubtaskRunRow(r.id, r.task_id, r.doc, r.due_at, r.scenario, r.runs, r.run_start,
                                       sid in logs or sid in logged))
         return task[1], rows
+
+    @staticmethod
+    def wire_of(conn: Txn, subtask_id: int) -> bytes:
+        """The subtask's wire form as the transaction sees it (a change that left the doc as it was reuses it)."""
+        return conn.sub(subtask_id).doc
 
     @staticmethod
     def save_task(conn: Txn, task_id: int, status: str, doc: bytes) -> None:
