@@ -663,6 +663,18 @@ def _check_one(sid: int, s: Mapping) -> tuple[list[str], dict[str, datetime]]:
     return errs, times
 
 
+def _times(s: Mapping) -> dict[str, datetime]:
+    """A subtask's times that parse (a neighbour's, under check_invariants' focus)."""
+    times = {}
+    for key in ("createTime", "startTime", "finishTime"):
+        if key in s:
+            try:
+                times[key] = parse_time(s[key])
+            except (ValueError, TypeError):
+                pass
+    return times
+
+
 def check_invariants(subtasks: Iterable[dict], changed: Iterable[int] | None = None) -> list[str]:
     """Check the world's rules over ``subtasks``; returns [] when all hold.
 
@@ -674,9 +686,10 @@ def check_invariants(subtasks: Iterable[dict], changed: Iterable[int] | None = N
     ``changed``: the ids of the subtasks whose state (status, operation, times, executor) a change just set, in a
     set that kept every rule before and whose links the change left alone (the admin API's forced state). Then
     only the rules that can have broken are checked: each changed subtask's own, and those between it and its
-    upstreams and downstreams; the links' shape, their symmetry and cycles, which the change did not touch, are
-    not looked at again. The answer is the same as without ``changed`` (tests/test_world.py), for half the work
-    on task 1000 (19 against 40 µs).
+    upstreams and downstreams (of a neighbour, only its times and links take part: it kept its own rules); the
+    links' shape, their symmetry and cycles, which the change did not touch, are not looked at again. The answer
+    is the same as without ``changed`` (tests/test_world.py), for about a third of the work on task 1000 (14
+    against 39 µs).
     """
     errors: list[str] = []
     by_id: dict[int, Mapping] = {}
@@ -702,9 +715,13 @@ def check_invariants(subtasks: Iterable[dict], changed: Iterable[int] | None = N
     for sid, s in by_id.items():
         if sid not in near:
             continue
+        if focus is not None and sid not in focus:  # a neighbour the change left alone kept its own rules:
+            times[sid] = _times(s)  # only its times and links take part
+            links[sid] = {field: [o for o in s[field] if o in by_id] if isinstance(s.get(field), list) else []
+                          for field in ("upstreams", "downstreams")}
+            continue
         errs, times[sid] = _check_one(sid, s)
-        if focus is None or sid in focus:
-            errors.extend(errs)
+        errors.extend(errs)
         links[sid] = {}
         for field in ("upstreams", "downstreams"):
             ids = s.get(field)
