@@ -155,6 +155,31 @@ def rng(ctx: Context, *key) -> random.Random:
     return random.Random(":".join(map(str, (ctx.seed, *key))))
 
 
+_DRAWS: dict = {}
+DRAWS_KEPT = 8192  # past it the memo starts afresh
+
+
+def draw(ctx: Context, key: tuple, pick: Callable, *args):
+    """PICK(rng(ctx, *KEY), *ARGS), kept per process: the same key always draws the same value, and seeding a
+    generator from a string costs ~6 µs (a retry draws its pick-up delay again each time it is re-armed)."""
+    memo_key = (ctx.seed, key, pick, args)
+    value = _DRAWS.get(memo_key)
+    if value is None:
+        if len(_DRAWS) >= DRAWS_KEPT:
+            _DRAWS.clear()
+        value = _DRAWS[memo_key] = pick(rng(ctx, *key), *args)
+    return value
+
+
+def _weighted(r: random.Random, options: tuple, weights: tuple):
+    return r.choices(options, weights)[0]
+
+
+def _run_length(r: random.Random) -> int:
+    bands, weights = zip(*DURATION_BANDS_MS)
+    return r.randint(*r.choices(bands, weights)[0])
+
+
 def scenario_of(sub: Sub, ctx: Context) -> Scenario:
     if sub.scenario is not None:
         return sub.scenario
@@ -165,7 +190,7 @@ def default_scenario(ctx: Context, subtask_id: int) -> Scenario:
     if subtask_id in FIXTURE_SUBTASK_IDS:
         return FIXTURE_SCENARIOS.get(subtask_id, Scenario())
     weights, scenarios = zip(*DEFAULT_SCENARIOS)
-    return rng(ctx, "scenario", subtask_id).choices(scenarios, weights)[0]
+    return draw(ctx, ("scenario", subtask_id), _weighted, scenarios, weights)
 
 
 # ------------------------------------------------------------------------------------------------ plans
@@ -178,7 +203,7 @@ def run_plan(sub: Sub, ctx: Context) -> tuple[str, int]:
     """(how the current run ends, its length in ms): succeed, fail, timeout (a hang, or a run longer than the
     subtask's timeout) or skip."""
     if sub.doc.get("operation") in SKIP_OPERATIONS:
-        return "skip", rng(ctx, "skip", *_run_key(sub)).randint(*SKIP_RUN_MS)
+        return "skip", draw(ctx, ("skip", *_run_key(sub)), random.Random.randint, *SKIP_RUN_MS)
     timeout_ms = int(sub.doc.get("timeout", 1800)) * 1000
     scenario = scenario_of(sub, ctx)
     plan = scenario.plan(sub.runs)
@@ -186,9 +211,7 @@ def run_plan(sub: Sub, ctx: Context) -> tuple[str, int]:
         return "timeout", timeout_ms
     length = scenario.duration_ms
     if length is None:
-        r = rng(ctx, "duration", *_run_key(sub))
-        bands, weights = zip(*DURATION_BANDS_MS)
-        length = r.randint(*r.choices(bands, weights)[0])
+        length = draw(ctx, ("duration", *_run_key(sub)), _run_length)
     if length >= timeout_ms:
         return "timeout", timeout_ms
     return plan, max(1, length)
@@ -196,11 +219,11 @@ def run_plan(sub: Sub, ctx: Context) -> tuple[str, int]:
 
 def _executor(sl: TaskSlice, sub: Sub, ctx: Context) -> str:
     servers = sorted({sl.task["executor"], *(s.doc["executor"] for s in sl.subs.values() if "executor" in s.doc)})
-    return rng(ctx, "executor", *_run_key(sub)).choice(servers)
+    return draw(ctx, ("executor", *_run_key(sub)), random.Random.choice, tuple(servers))
 
 
 def thread_of(sub: Sub, ctx: Context) -> str:
-    return f"task-executor-{rng(ctx, 'thread', *_run_key(sub)).randint(1, 8)}"
+    return f"task-executor-{draw(ctx, ('thread', *_run_key(sub)), random.Random.randint, 1, 8)}"
 
 
 # ------------------------------------------------------------------------------------------ transitions
@@ -274,13 +297,13 @@ def _schedule(sub: Sub, t: int, ctx: Context) -> None:
     if sub.due_at is not None:
         return
     if sub.status == "READY":
-        sub.due_at = t + rng(ctx, "pickup", *_run_key(sub)).randint(*PICKUP_MS)
+        sub.due_at = t + draw(ctx, ("pickup", *_run_key(sub)), random.Random.randint, *PICKUP_MS)
     elif sub.status == "RUNNING":
         if sub.run_start is None:
             sub.run_start = t
         sub.due_at = max(t, sub.run_start + run_plan(sub, ctx)[1])
     else:  # CANCELING
-        sub.due_at = t + rng(ctx, "cancel", *_run_key(sub)).randint(*CANCEL_MS)
+        sub.due_at = t + draw(ctx, ("cancel", *_run_key(sub)), random.Random.randint, *CANCEL_MS)
 
 
 def _settle(sl: TaskSlice, t: int, ctx: Context) -> None:
