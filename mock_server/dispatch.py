@@ -23,13 +23,13 @@ from __future__ import annotations
 import logging
 import re
 import time
-from http import HTTPStatus
 from typing import TYPE_CHECKING
 from urllib.parse import parse_qsl
 
 import werkzeug.urls  # noqa: F401  registers the "werkzeug.url_quote" codec error handler Flask's query parsing uses
 from werkzeug.datastructures import EnvironHeaders, MultiDict  # what Flask's request.args and .headers are
 from werkzeug.exceptions import HTTPException
+from werkzeug.http import HTTP_STATUS_CODES
 from werkzeug.wsgi import LimitedStream, get_content_length, get_input_stream
 
 from .app import JSON, header_bytes, http_error, log_access
@@ -43,7 +43,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("ocp_mock")
 _PARAM = re.compile(r"\\\{([^}/]+)\\\}")  # a {name} in re.escape()d text
-_STATUS_LINES = {s.value: f"{s.value} {s.phrase}" for s in HTTPStatus}
+# The status lines Werkzeug's Response writes (its reason phrases, in upper case), so both paths send the same bytes.
+_STATUS_LINES = {code: f"{code} {phrase.upper()}" for code, phrase in HTTP_STATUS_CODES.items()}
 _EMPTY: dict = {}
 
 
@@ -182,7 +183,7 @@ class Dispatcher:
                 body = mock.error_body(error, trace_id, int((time.perf_counter() - t0) * 1000))
         if self.access_log:
             log_access(trace_id, method, path, status, t0)
-        start_response(_STATUS_LINES.get(status) or f"{status} Unknown",
+        start_response(_STATUS_LINES.get(status) or f"{status} UNKNOWN",
                        [("Content-Type", JSON), ("Content-Length", str(len(body))), *headers])
         return [body]
 

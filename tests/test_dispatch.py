@@ -82,6 +82,7 @@ def both(pair, method: str, path: str, **kwargs) -> tuple:
     fast, flask = (app.test_client().open(path, method=method, **kwargs) for app in pair)
     a, b = _normal(fast), _normal(flask)
     assert a == b, f"{method} {path} {kwargs}: the dispatcher and Flask answer differently"
+    assert fast.status == flask.status, f"{method} {path} {kwargs}: the status lines differ"
     return a
 
 
