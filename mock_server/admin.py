@@ -4,6 +4,9 @@ subtask's runs do (its scenario), and read or move the mock's clock.
 Answers use OCP's envelope too, so a client can treat them like any other call. The values a state may
 take are read from the spec's enums; a forced state must keep the world's invariants (a subtask can only
 leave PENDING once its upstreams succeeded), otherwise the call is refused and nothing changes.
+
+The forced state (PUT /__mock/subtasks/{id}) is answered below Flask too, by dispatch.py, with the same two
+functions the blueprint uses: admit (what every admin call goes through first) and forced_state.
 """
 
 from __future__ import annotations

@@ -1,20 +1,31 @@
-"""The API's operations answered below Flask: the mock's hot path.
+"""The API's operations, and the admin API's forced state, answered below Flask: the mock's hot path.
 
 A request that names one of the spec's operations flows route -> authenticate -> parse parameters -> authorise ->
 handler -> envelope (-> strict-mode check), the same steps as the Flask view (Mock.call, Mock.error_body,
 Mock.answer_problem in app.py), without Flask's request and response objects, context locals, hooks and URL map,
 which cost about 85 µs of the 100 µs a refusal took through Flask (bench/RESULTS.md).
 
+One admin call is answered here too: `PUT /__mock/subtasks/{id}` (the forced state; bench's retry-200 workload
+re-arms a subtask with it), when the admin API is on. It takes the blueprint's steps, from the same functions in
+admin.py: admit (the admin token, then the world's catch-up), forced_state (id, body, checks, the change), then the
+envelope, with the admin API's strict-mode check (Envelope). Its body is read as Flask's request.get_data() reads it
+(read_body): through Werkzeug's own input stream, or, on a server that ends the stream itself
+(`wsgi.input_terminated`, as granian does), up to its Content-Length, and only once the id is known to be an integer.
+
 Routing is one compiled regex per operation, built from the spec's paths at start-up; a parameter matches one
-path segment (`[^/]+`), as Flask's default converter does.
+path segment (`[^/]+`), as Flask's default converter does. Status lines are Werkzeug's ("404 NOT FOUND").
 
 The dispatcher answers only what it answers exactly as the Flask path would, and hands every other request on to
-Flask (`takes`):
-- a path or method of no operation (the admin API, the docs, Flask's 404/405 and HEAD answers);
-- a request with a body, or over the header-size limit (Flask answers the 413/431 and reads bodies);
-- a `Prefer` header, or a fault set that has rules for the operation (faults.py works on Flask's request);
+Flask (`takes`, `takes_admin`):
+- a path or method of neither (the rest of the admin API, the docs, Flask's 404/405 and HEAD answers);
+- an operation's request with a body; an admin PUT whose Content-Length is over the body limit, or missing or not
+  plain digits where the server ends the stream (Flask then reads to its end); either over the header-size limit
+  (Flask answers the 413/431);
+- a Transfer-Encoding header (chunked bodies are Werkzeug's to read);
+- for an operation: a `Prefer` header, or a fault set that has rules for it (faults.py works on Flask's request;
+  neither applies to the admin API); a fault set that cannot be read (Flask's 500);
 - an Authorization header that is not HTTP Basic (the signature covers the body and the query, signature.py);
-- a path or query that is not ASCII (Werkzeug's decoding rules apply to it).
+- a path, or an operation's query, that is not ASCII (Werkzeug's decoding rules apply to it).
 tests/test_dispatch.py sends the same requests through both paths and compares the answers.
 """
 
