@@ -14,7 +14,7 @@ single thread, and times them in CPU time (time.thread_time, so other work on a 
    Rows: retry 400 (10002, RUNNING: the read-only refusal), 404 (99999), 401 (no credentials), GET task 1000,
    GET a list page (page=1&size=10), GET subtask 10001's log, retry 200 of 10001 alone (re-armed to FAILED
    between calls, outside the timed region, through mock.runtime.force_state) and the admin PUT re-arm alone
-   (the subtask retried between calls, untimed; the admin API is Flask's on both paths).
+   (the subtask retried between calls, untimed; on the fast path the dispatcher answers this admin call too).
    Both apps use clock_speed=0 (no due transitions, so no catch-up writes: deterministic). Each pass resets both
    worlds, then times every row on both apps in turn; a cell is the median of the passes. `via` says who
    answered on the fast-path app (checked once per row, untimed).

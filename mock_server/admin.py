@@ -4,11 +4,15 @@ subtask's runs do (its scenario), and read or move the mock's clock.
 Answers use OCP's envelope too, so a client can treat them like any other call. The values a state may
 take are read from the spec's enums; a forced state must keep the world's invariants (a subtask can only
 leave PENDING once its upstreams succeeded), otherwise the call is refused and nothing changes.
+
+The forced state (PUT /__mock/subtasks/{id}) is answered below Flask too, by dispatch.py, with the same two
+functions the blueprint uses: admit (what every admin call goes through first) and forced_state.
 """
 
 from __future__ import annotations
 
 import hmac
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import orjson
@@ -33,7 +37,11 @@ def _bad(field: str, value, message: str) -> OcpError:
 
 
 def _json_body(optional: bool = False) -> dict:
-    raw = request.get_data(cache=False)
+    return json_object(request.get_data(cache=False), optional)
+
+
+def json_object(raw: bytes, optional: bool = False) -> dict:
+    """The JSON object a body holds; every other body is a 400 (OPTIONAL: an empty body is {})."""
     if not raw.strip():
         if optional:
             return {}
@@ -87,24 +95,59 @@ def _scenario(body: dict) -> Scenario:
     return Scenario.from_dict(body)
 
 
-def make_blueprint(mock: "Mock") -> Blueprint:
-    bp = Blueprint("mock_admin", __name__, url_prefix=PREFIX)
+def admit(mock: "Mock", headers) -> None:
+    """What every admin call goes through before its own work: the token check (with --admin-token), then the
+    world catching up (what the admin API shows and changes is the world as it is now). HEADERS: the request's."""
     token = mock.config.admin_token
-
     if token:
-        @bp.before_request
-        def require_token():
-            given = request.headers.get(TOKEN_HEADER, "")
-            if not hmac.compare_digest(given.encode(), token.encode()):
-                raise OcpError(401, CODE_GENERIC, f"The admin API needs the {TOKEN_HEADER} header with the token "
-                                                  "given to ocp-mock serve --admin-token.")
+        given = headers.get(TOKEN_HEADER, "")
+        if not hmac.compare_digest(given.encode(), token.encode()):
+            raise OcpError(401, CODE_GENERIC, f"The admin API needs the {TOKEN_HEADER} header with the token "
+                                              "given to ocp-mock serve --admin-token.")
+    mock.runtime.tick()
+
+
+def forced_state(mock: "Mock") -> Callable[[str, Callable[[], bytes]], tuple[int, bytes]]:
+    """PUT /__mock/subtasks/{id} once admitted: (raw id, a reader of the raw body) -> (status, data in wire form);
+    raises OcpError. The Flask view and the dispatcher (dispatch.py) both answer with it. The body is read only
+    once the id is known to be an integer, as the view always did."""
     statuses = mock.spec.enum("SubtaskState")
     operations = mock.spec.enum("SubtaskOperation")
     runtime = mock.runtime
 
+    def set_state(raw_id: str, read_body: Callable[[], bytes]) -> tuple[int, bytes]:
+        subtask_id = _subtask_id(raw_id)
+        body = json_object(read_body())
+        unknown = sorted(set(body) - {"status", "operation"})
+        if unknown:
+            raise _bad(unknown[0], body[unknown[0]], "unknown field; send status and/or operation")
+        status, operation = body.get("status"), body.get("operation")
+        if status is None and operation is None:
+            raise OcpError(400, CODE_GENERIC, "Send at least one of status, operation.")
+        if status is not None and status not in statuses:
+            raise _bad("status", status, f"must be one of {', '.join(statuses)}")
+        if operation is not None and operation not in operations:
+            raise _bad("operation", operation, f"must be one of {', '.join(operations)}")
+
+        def keep_invariants(siblings: list[dict]) -> None:
+            problems = check_invariants(siblings, changed={subtask_id})  # only this subtask's state was set
+            if problems:
+                raise OcpError(409, CODE_GENERIC, "The change would break the world's consistency: " + "; ".join(problems))
+
+        return 200, dump_data(runtime.force_state(subtask_id, status, operation, keep_invariants))
+
+    return set_state
+
+
+def make_blueprint(mock: "Mock") -> Blueprint:
+    bp = Blueprint("mock_admin", __name__, url_prefix=PREFIX)
+    statuses = mock.spec.enum("SubtaskState")
+    runtime = mock.runtime
+    set_state = forced_state(mock)
+
     @bp.before_request
-    def catch_up():
-        runtime.tick()  # what the admin API shows is the world as it is now
+    def before_call():
+        admit(mock, request.headers)
 
     def ok(data) -> object:
         return mock.success(200, dump_data(data))
@@ -150,25 +193,7 @@ def make_blueprint(mock: "Mock") -> Blueprint:
 
     @bp.route("/subtasks/<raw_id>", methods=["PUT", "PATCH"])
     def set_subtask(raw_id: str):
-        subtask_id = _subtask_id(raw_id)
-        body = _json_body()
-        unknown = sorted(set(body) - {"status", "operation"})
-        if unknown:
-            raise _bad(unknown[0], body[unknown[0]], "unknown field; send status and/or operation")
-        status, operation = body.get("status"), body.get("operation")
-        if status is None and operation is None:
-            raise OcpError(400, CODE_GENERIC, "Send at least one of status, operation.")
-        if status is not None and status not in statuses:
-            raise _bad("status", status, f"must be one of {', '.join(statuses)}")
-        if operation is not None and operation not in operations:
-            raise _bad("operation", operation, f"must be one of {', '.join(operations)}")
-
-        def keep_invariants(siblings: list[dict]) -> None:
-            problems = check_invariants(siblings, changed={subtask_id})  # only this subtask's state was set
-            if problems:
-                raise OcpError(409, CODE_GENERIC, "The change would break the world's consistency: " + "; ".join(problems))
-
-        return ok(runtime.force_state(subtask_id, status, operation, keep_invariants))
+        return mock.success(*set_state(raw_id, lambda: request.get_data(cache=False)))
 
     @bp.route("/subtasks/<raw_id>/scenario", methods=["PUT", "DELETE"])
     def set_scenario(raw_id: str):

@@ -133,6 +133,19 @@ def header_bytes(environ: dict) -> int:
     return sum(len(k) + len(v) for k, v in environ.items() if k.startswith("HTTP_") and isinstance(v, str))
 
 
+def http_error(exc: HTTPException, method: str, path: str) -> OcpError:
+    """Werkzeug's HTTP error EXC (no route, a client gone mid-body, ...) on METHOD PATH, as OCP's envelope says it."""
+    headers = {}
+    if exc.code == 405:
+        headers["Allow"] = ", ".join(sorted(getattr(exc, "valid_methods", None) or []))
+        message = f"Request method '{method}' is not supported for {path}."
+    elif exc.code == 404:
+        message = f"No handler found for {method} {path}."
+    else:
+        message = exc.description or exc.name
+    return OcpError(exc.code or 500, CODE_GENERIC, message, headers=headers)
+
+
 def log_access(trace_id: str, method: str, path: str, status: int, t0: float) -> None:
     access_log.info("%s %s %s %d %.1fms", trace_id, method, path, status, (time.perf_counter() - t0) * 1000)
 
@@ -221,16 +234,8 @@ def _add_error_handlers(app: Flask, mock: Mock) -> None:
         return mock.failure(exc, exc)
 
     @app.errorhandler(HTTPException)
-    def http_error(exc: HTTPException):
-        headers = {}
-        if exc.code == 405:
-            headers["Allow"] = ", ".join(sorted(getattr(exc, "valid_methods", None) or []))
-            message = f"Request method '{request.method}' is not supported for {request.path}."
-        elif exc.code == 404:
-            message = f"No handler found for {request.method} {request.path}."
-        else:
-            message = exc.description or exc.name
-        return mock.failure(OcpError(exc.code or 500, CODE_GENERIC, message, headers=headers), exc)
+    def http_exception(exc: HTTPException):
+        return mock.failure(http_error(exc, request.method, request.path), exc)
 
     @app.errorhandler(Exception)
     def unexpected(exc: Exception):

@@ -57,8 +57,8 @@ class Config:
     max_header_bytes: int = 16 * 1024
     max_body_bytes: int = 1024 * 1024
     strict: bool = False
-    # Answer the spec's operations in dispatch.py, below Flask (False: every request goes through Flask; the
-    # answers are the same, only slower: tests compare the two).
+    # Answer the spec's operations (and the admin PUT /__mock/subtasks/{id}) in dispatch.py, below Flask (False:
+    # every request goes through Flask; the answers are the same, only slower: tests compare the two).
     fast_path: bool = True
     utc_offset: str = DEFAULT_UTC_OFFSET
     server_id: str = field(default_factory=default_server_id)

@@ -1,20 +1,31 @@
-"""The API's operations answered below Flask: the mock's hot path.
+"""The API's operations, and the admin API's forced state, answered below Flask: the mock's hot path.
 
 A request that names one of the spec's operations flows route -> authenticate -> parse parameters -> authorise ->
 handler -> envelope (-> strict-mode check), the same steps as the Flask view (Mock.call, Mock.error_body,
 Mock.answer_problem in app.py), without Flask's request and response objects, context locals, hooks and URL map,
 which cost about 85 µs of the 100 µs a refusal took through Flask (bench/RESULTS.md).
 
+One admin call is answered here too: `PUT /__mock/subtasks/{id}` (the forced state; bench's retry-200 workload
+re-arms a subtask with it), when the admin API is on. It takes the blueprint's steps, from the same functions in
+admin.py: admit (the admin token, then the world's catch-up), forced_state (id, body, checks, the change), then the
+envelope, with the admin API's strict-mode check (Envelope). Its body is read as Flask's request.get_data() reads it
+(read_body): through Werkzeug's own input stream, or, on a server that ends the stream itself
+(`wsgi.input_terminated`, as granian does), up to its Content-Length, and only once the id is known to be an integer.
+
 Routing is one compiled regex per operation, built from the spec's paths at start-up; a parameter matches one
-path segment (`[^/]+`), as Flask's default converter does.
+path segment (`[^/]+`), as Flask's default converter does. Status lines are Werkzeug's ("404 NOT FOUND").
 
 The dispatcher answers only what it answers exactly as the Flask path would, and hands every other request on to
-Flask (`takes`):
-- a path or method of no operation (the admin API, the docs, Flask's 404/405 and HEAD answers);
-- a request with a body, or over the header-size limit (Flask answers the 413/431 and reads bodies);
-- a `Prefer` header, or a fault set that has rules for the operation (faults.py works on Flask's request);
+Flask (`takes`, `takes_admin`):
+- a path or method of neither (the rest of the admin API, the docs, Flask's 404/405 and HEAD answers);
+- an operation's request with a body; an admin PUT whose Content-Length is over the body limit, or missing or not
+  plain digits where the server ends the stream (Flask then reads to its end); either over the header-size limit
+  (Flask answers the 413/431);
+- a Transfer-Encoding header (chunked bodies are Werkzeug's to read);
+- for an operation: a `Prefer` header, or a fault set that has rules for it (faults.py works on Flask's request;
+  neither applies to the admin API); a fault set that cannot be read (Flask's 500);
 - an Authorization header that is not HTTP Basic (the signature covers the body and the query, signature.py);
-- a path or query that is not ASCII (Werkzeug's decoding rules apply to it).
+- a path, or an operation's query, that is not ASCII (Werkzeug's decoding rules apply to it).
 tests/test_dispatch.py sends the same requests through both paths and compares the answers.
 """
 
@@ -23,14 +34,17 @@ from __future__ import annotations
 import logging
 import re
 import time
-from http import HTTPStatus
 from typing import TYPE_CHECKING
 from urllib.parse import parse_qsl
 
 import werkzeug.urls  # noqa: F401  registers the "werkzeug.url_quote" codec error handler Flask's query parsing uses
 from werkzeug.datastructures import EnvironHeaders, MultiDict  # what Flask's request.args and .headers are
+from werkzeug.exceptions import HTTPException
+from werkzeug.http import HTTP_STATUS_CODES
+from werkzeug.wsgi import LimitedStream, get_content_length, get_input_stream
 
-from .app import JSON, header_bytes, log_access
+from .app import JSON, header_bytes, http_error, log_access
+from .admin import PREFIX, admit, forced_state
 from .envelope import CODE_GENERIC, OcpError, new_trace_id
 
 if TYPE_CHECKING:
@@ -40,12 +54,23 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("ocp_mock")
 _PARAM = re.compile(r"\\\{([^}/]+)\\\}")  # a {name} in re.escape()d text
-_STATUS_LINES = {s.value: f"{s.value} {s.phrase}" for s in HTTPStatus}
+# The status lines Werkzeug's Response writes (its reason phrases, in upper case), so both paths send the same bytes.
+_STATUS_LINES = {code: f"{code} {phrase.upper()}" for code, phrase in HTTP_STATUS_CODES.items()}
 _EMPTY: dict = {}
 
 
 def _route_regex(path: str) -> re.Pattern:
     return re.compile(_PARAM.sub(lambda m: f"(?P<{m.group(1)}>[^/]+)", re.escape(path)) + r"\Z")
+
+
+def read_body(environ: dict, max_content_length: int) -> bytes:
+    """The request's body as Flask's request.get_data() reads it, never past Content-Length (takes() checked it)."""
+    if "wsgi.input_terminated" not in environ:
+        return get_input_stream(environ, max_content_length=max_content_length).read()  # what Flask reads from
+    # The server ends the stream where the body ends (granian): Werkzeug reads it to its end, as a stream whose
+    # length is only bounded (a short one is no error). So is it read here, up to its Content-Length.
+    length = int(environ["CONTENT_LENGTH"])
+    return LimitedStream(environ["wsgi.input"], length, is_max=True).read() if length else b""
 
 
 def _overlap(a: str, b: str) -> bool:
@@ -68,7 +93,11 @@ class Dispatcher:
         for op in ops:
             if op.operation_id not in ambiguous:  # such paths stay with Flask's URL map, which ranks rules
                 self.routes[op.method] = (*self.routes.get(op.method, ()), (_route_regex(op.path), op))
+        if mock.config.admin:  # the admin API's forced state: the route `None` stands for (no spec path is PUT)
+            self.set_state = forced_state(mock)
+            self.routes["PUT"] = (*self.routes.get("PUT", ()), (_route_regex(PREFIX + "/subtasks/{raw_id}"), None))
         self.max_header_bytes = mock.config.max_header_bytes
+        self.max_body_bytes = mock.config.max_body_bytes  # create_app gives it Flask too, as MAX_CONTENT_LENGTH
         self.strict = mock.config.strict
         self.access_log = mock.config.access_log
 
@@ -88,8 +117,11 @@ class Dispatcher:
                     break
         return self.wsgi_app(environ, start_response)
 
-    def takes(self, environ: dict, op: "Operation", path: str) -> bool:
-        """Whether this request is one the dispatcher answers exactly as the Flask path would."""
+    def takes(self, environ: dict, op: "Operation | None", path: str) -> bool:
+        """Whether this request is one the dispatcher answers exactly as the Flask path would (OP None: the admin
+        API's PUT /__mock/subtasks/{id})."""
+        if op is None:
+            return self.takes_admin(environ, path)
         if "HTTP_PREFER" in environ or "HTTP_TRANSFER_ENCODING" in environ:
             return False
         if environ.get("CONTENT_LENGTH") not in (None, "", "0"):
@@ -107,36 +139,62 @@ class Dispatcher:
                 return False
         return True
 
-    def answer(self, environ: dict, start_response, op: "Operation", path: str, path_values: dict):
+    def takes_admin(self, environ: dict, path: str) -> bool:
+        """takes() for the admin PUT, which has a body. Faults and Prefer never apply to the admin API."""
+        if "HTTP_TRANSFER_ENCODING" in environ or not path.isascii():
+            return False
+        length = environ.get("CONTENT_LENGTH")
+        if length is None:  # Werkzeug reads no body then, unless the server ends the stream (Flask reads it all)
+            if "wsgi.input_terminated" in environ:
+                return False
+        elif "wsgi.input_terminated" in environ and not (length.isdigit() and length.isascii()):
+            return False  # Werkzeug would read the stream to its end, not to this Content-Length
+        elif (get_content_length(environ) or 0) > self.max_body_bytes:  # Flask's 413
+            return False
+        if header_bytes(environ) > self.max_header_bytes:  # Flask's 431
+            return False
+        if self.board is not None:
+            self.board.current()  # Flask's before-request hook reads it too: if the read fails, Flask answers
+        return True
+
+    def answer(self, environ: dict, start_response, op: "Operation | None", path: str, path_values: dict):
         mock = self.mock
         t0 = time.perf_counter()
         trace_id = new_trace_id()
+        method = environ["REQUEST_METHOD"]
         headers: list[tuple[str, str]] = []
         try:
-            qs = environ.get("QUERY_STRING")
-            query = MultiDict(parse_qsl(qs, keep_blank_values=True, errors="werkzeug.url_quote")) if qs else _EMPTY
-            status, data = mock.call(op, path_values, query, EnvironHeaders(environ),
-                                     environ.get("HTTP_AUTHORIZATION"))
+            if op is None:  # the admin API's PUT /__mock/subtasks/{id}
+                admit(mock, EnvironHeaders(environ))
+                status, data = self.set_state(path_values["raw_id"],
+                                              lambda: read_body(environ, self.max_body_bytes))
+            else:
+                qs = environ.get("QUERY_STRING")
+                query = MultiDict(parse_qsl(qs, keep_blank_values=True, errors="werkzeug.url_quote")) if qs else _EMPTY
+                status, data = mock.call(op, path_values, query, EnvironHeaders(environ),
+                                         environ.get("HTTP_AUTHORIZATION"))
             body = mock.envelope.success(data, status, trace_id, int((time.perf_counter() - t0) * 1000))
         except Exception as exc:  # noqa: BLE001  every failure is an answer in OCP's envelope
             if isinstance(exc, OcpError):
                 error = exc
+            elif isinstance(exc, HTTPException):  # the body's read: the client left before sending all of it
+                error = http_error(exc, method, path)
             else:
-                log.exception("unexpected error on %s %s", op.method, path)
+                log.exception("unexpected error on %s %s", method, path)
                 error = OcpError(500, CODE_GENERIC, "An unexpected error occurred on the server.")
             wants_trace = environ.get("HTTP_X_RETURNSTACKTRACE", "").lower() == "true"
             status, headers = error.status, list(error.headers.items())
             body = mock.error_body(error, trace_id, int((time.perf_counter() - t0) * 1000),
                                    exc if wants_trace else None)
         if self.strict:
-            problem = mock.answer_problem(op, status, JSON, body)
+            problem = mock.answer_problem(op, status, JSON, body, admin=op is None)
             if problem:
-                error = mock.contract_violation(op.method, path, problem)
+                error = mock.contract_violation(method, path, problem)
                 status, headers = error.status, []
                 body = mock.error_body(error, trace_id, int((time.perf_counter() - t0) * 1000))
         if self.access_log:
-            log_access(trace_id, op.method, path, status, t0)
-        start_response(_STATUS_LINES.get(status) or f"{status} Unknown",
+            log_access(trace_id, method, path, status, t0)
+        start_response(_STATUS_LINES.get(status) or f"{status} UNKNOWN",
                        [("Content-Type", JSON), ("Content-Length", str(len(body))), *headers])
         return [body]
 

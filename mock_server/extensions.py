@@ -4,8 +4,8 @@ Three of them work below Flask, as WSGI middleware around `app.wsgi_app`:
 - docs.py serves `/docs` (Swagger UI), `/openapi.json` and `/openapi.yaml`: not OCP API answers, so they are not
   put through the strict-mode contract check that Flask's after_request hook runs;
 - cors.py answers browsers' preflight requests and adds the CORS headers to every answer (API, errors, docs);
-- dispatch.py answers the spec's operations without Flask's request machinery (the hot path) and hands on to
-  Flask what it does not answer exactly as Flask would.
+- dispatch.py answers the spec's operations and the admin API's forced state (PUT /__mock/subtasks/{id}) without
+  Flask's request machinery (the hot path) and hands on to Flask what it does not answer exactly as Flask would.
 The order is cors(dispatch(docs(flask))): the CORS headers reach every answer.
 
 A middleware that serves paths of its own registers a `methods(path) -> tuple | None` with `add_wsgi_route`,
@@ -35,7 +35,7 @@ def init_extensions(app: "Flask", mock: "Mock") -> None:
     faults.init_app(app, mock)  # injected faults and Prefer's forced answers (called from app.py's before-request hook)
     scenarios.init_app(app, mock)  # Config.scenario_files: loaded, and applied when Config.apply_scenarios
     docs.init_app(app, mock)
-    dispatch.init_app(app, mock)  # the spec's operations, answered below Flask (and the docs)
+    dispatch.init_app(app, mock)  # the spec's operations and the admin PUT, answered below Flask (and the docs)
     cors.init_app(app, mock)  # last, so outermost
 
 
