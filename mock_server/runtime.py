@@ -160,24 +160,24 @@ class Runtime:
             return None, set()
         parsed = self.store.parsed
         subs = {
-            r.id: Sub(parsed(r.doc), r.due_at, Scenario.from_dict(orjson.loads(r.scenario)) if r.scenario else None,
+            r.id: Sub(parsed(("s", r.id), r.doc), r.due_at, Scenario.from_dict(orjson.loads(r.scenario)) if r.scenario else None,
                       r.runs, r.run_start)
             for r in rows
         }
-        return TaskSlice(parsed(task_doc), subs), {r.id for r in rows if r.logged}
+        return TaskSlice(parsed(("t", task_id), task_doc), subs), {r.id for r in rows if r.logged}
 
     def _save(self, conn, before: TaskSlice, after: TaskSlice, ctx: Context, logged: set[int]) -> None:
         remember = self.store.remember
         if after.task != before.task:
             doc = dump_data(after.task)
-            remember(doc, after.task)
+            remember(("t", after.task["id"]), doc, after.task)
             self.store.save_task(conn, after.task["id"], after.task["status"], doc)
         for sid, sub in after.subs.items():
             old = before.subs[sid]
             if (sub.doc, sub.due_at, sub.scenario, sub.runs, sub.run_start) != (
                     old.doc, old.due_at, old.scenario, old.runs, old.run_start):
                 doc = dump_data(sub.doc) if sub.doc is not old.doc else self.store.wire_of(conn, sid)
-                remember(doc, sub.doc)
+                remember(("s", sid), doc, sub.doc)
                 self.store.save_subtask(conn, sid, sub.status, sub.doc.get("operation"), doc,
                                         sub.due_at, orjson.dumps(sub.scenario.as_dict()).decode() if sub.scenario else None,
                                         sub.runs, sub.run_start)

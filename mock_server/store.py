@@ -319,7 +319,7 @@ class Store:
         self._memo: dict = {}  # key -> (version, value), for the version in _memo_version (or a racing older one)
         self._memo_version = b""
         self._memo_bytes = 0
-        self._parsed: dict[bytes, dict] = {}  # wire form -> the dict it parses to (see parsed)
+        self._parsed: dict[tuple, tuple[bytes, dict]] = {}  # row -> (wire form, the dict it parses to)
         self._forked()
         # Called inside the transaction that loaded a world (or added the engine's columns to an old state
         # file), so the engine can put the world's in-flight subtasks in motion before anyone sees them.
@@ -640,19 +640,18 @@ class Store:
         self._memo_bytes += size
         return value
 
-    def parsed(self, doc: bytes) -> dict:
-        """DOC (a stored wire form) parsed, once per process and form: the engine's slices hold their docs as
-        values (a change makes a new dict, never edits one), so they can share one dict. Callers must not edit it."""
-        value = self._parsed.get(doc)  # a bytes object keeps its hash: a hit costs one lookup
-        if value is None:
-            value = self.remember(doc, orjson.loads(doc))
-        return value
+    def parsed(self, key: tuple, doc: bytes) -> dict:
+        """DOC, the stored wire form of row KEY (("s", id) or ("t", id)), parsed once per process and form: the
+        engine's slices hold their docs as values (a change makes a new dict, never edits one), so they can share
+        one dict. Callers must not edit it. One entry per row: the current form's."""
+        entry = self._parsed.get(key)
+        if entry is not None and entry[0] is doc:
+            return entry[1]
+        return self.remember(key, doc, orjson.loads(doc))
 
-    def remember(self, doc: bytes, value: dict) -> dict:
-        """Files VALUE as what DOC parses to (a writer that just serialised it); at most MEMO_LIMIT * 16 kept."""
-        if len(self._parsed) >= MEMO_LIMIT * 16:
-            self._parsed = {}
-        self._parsed[doc] = value
+    def remember(self, key: tuple, doc: bytes, value: dict) -> dict:
+        """Files VALUE as what DOC, row KEY's new wire form, parses to (a writer that just serialised it)."""
+        self._parsed[key] = (doc, value)
         return value
 
     @contextmanager
