@@ -1,9 +1,10 @@
 """The world in time: the mock's clock, the engine's due transitions and the task family's actions, over the store.
 
-Every change happens in one write transaction (SQLite's write lock, shared by all worker processes): read the
-task's slice, let the engine catch up to now (engine.step), apply the action's rule (lifecycle), let the engine
-react (engine.settle), write back what changed. So N concurrent calls of one action give exactly one success, and
-a transition is applied exactly once whichever process notices it first.
+Every change is one store transaction (store.py: the write lock shared by all worker processes): read the task's
+slice, let the engine catch up to now (engine.step), apply the action's rule (lifecycle), let the engine react
+(engine.settle), write back what changed. A change to one task is computed first outside the lock and stored only if
+nothing it read has moved meanwhile (else computed again under it). So N concurrent calls of one action give
+exactly one success, and a transition is applied exactly once whichever process notices it first.
 
 `tick()` runs before every API call: one indexed read (the clock and the earliest `due_at`) decides whether anything
 is due; only then does it take the write lock. A process repeats that read at most every RECHECK_S (its own action

@@ -432,12 +432,18 @@ class Store:
         except sqlite3.DatabaseError as exc:
             raise StoreError(f"{self.path} is not a usable state file: {exc}") from None
         ours = bytes.fromhex(row[0]) if row else None
-        valid = journal[:8] == MAGIC and ours is not None and journal[_ID:_ID + 16] == ours
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             alone = True
         except BlockingIOError:
             alone = False
+        if ours is None and not alone and journal[:8] == MAGIC and "meta" in tables:
+            # Running processes share this journal with a file that has no id yet (they opened it before the
+            # world was seeded): the file takes the journal's id, so their records are kept.
+            ours = journal[_ID:_ID + 16] if journal[_ID:_ID + 16] != bytes(16) else os.urandom(16)
+            journal[_ID:_ID + 16] = ours
+            conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (META_JOURNAL, ours.hex()))
+        valid = journal[:8] == MAGIC and ours is not None and journal[_ID:_ID + 16] == ours
         if alone and valid and self._u64(_END) > self._u64(_FLUSHED):  # a run that was killed: replay it
             self._recover(conn)
         if alone or not valid:

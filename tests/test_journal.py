@@ -211,3 +211,15 @@ def test_a_file_that_is_not_a_state_file_is_refused_untouched(tmp_path):
     with pytest.raises(StoreError):
         Store(str(path)).ensure_seeded(1, lambda seed: None)
     assert path.read_bytes() == before
+
+
+def test_a_store_opened_before_the_world_was_seeded_follows_it(tmp_path):
+    path = str(tmp_path / "late.sqlite3")
+    early = Store(path)
+    assert early.subtask(ARMED) is None and early.counts() == {"tasks": 0, "subtasks": 0}
+    create_app(Config(db_path=path, clock_speed=0))  # another process seeds the world meanwhile
+    assert early.subtask(ARMED).status == "FAILED"
+    runs = _bump(early, ARMED)
+    assert Store(path).subtask(ARMED).runs == runs, "a process that starts now sees the change, unflushed"
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("SELECT value FROM meta WHERE key = 'journal'").fetchone(), "the file knows its journal"
