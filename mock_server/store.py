@@ -336,6 +336,9 @@ class Store:
         self._journal_file = None  # the journal's file object (its descriptor holds a shared lock)
         self._image: Image | None = None
         self._at = b""  # the journal's head (gen, end) the image is at
+        # (image, the world's version it is at), assigned in one step: a lock-free reader takes the image only when
+        # the version has not moved since (every change moves it, last, under the lock).
+        self._seen: tuple[Image, bytes] | None = None
         self._dirty: set = set()  # rows changed since this process last wrote SQLite up to date
 
     # -- connections -------------------------------------------------------------------------------
@@ -364,10 +367,12 @@ class Store:
                 pass
         if self._pid == os.getpid() and self._journal is not None:
             with self._turn:
-                self._journal.close()
-                self._journal_file.close()
-                self._journal = self._journal_file = self._image = None
+                journal, self._seen = self._journal, None  # readers leave the fast path before the mapping goes
+                self._journal = self._image = None
                 self._at = b""
+                journal.close()
+                self._journal_file.close()
+                self._journal_file = None
         conn = getattr(self._local, "conn", None)
         if conn is not None:
             conn.close()
@@ -379,13 +384,13 @@ class Store:
         the kernel instead of polling in SQLite's busy-retry loop, which made p99 several hundred ms."""
         if self._pid != os.getpid():
             self._forked()
-        self._lock_file()
         with self._turn:
-            fcntl.flock(self._turn_fd, fcntl.LOCK_EX)
+            fd = self._lock_file()  # under the thread lock: one descriptor, and the one unlocked is the one locked
+            fcntl.flock(fd, fcntl.LOCK_EX)
             try:
                 yield
             finally:
-                fcntl.flock(self._turn_fd, fcntl.LOCK_UN)
+                fcntl.flock(fd, fcntl.LOCK_UN)
 
     def _lock_file(self) -> int:
         """This process's descriptor of the lock file (made when missing), with its version counter mapped."""
@@ -456,7 +461,9 @@ class Store:
                 self._put(offset, value)
             journal[:8] = MAGIC
         fcntl.flock(fd, fcntl.LOCK_SH)  # held while this process runs: a later start is not alone
-        self._image, self._at, self._dirty = None, b"", set()
+        self._image, self._at, self._dirty, self._seen = None, b"", set(), None
+        if not alone and not valid:  # others were reading another journal: they look again
+            self._moved()
 
     def _recover(self, conn: sqlite3.Connection) -> None:
         """Writes into SQLite the records a killed run left in the journal after what SQLite has. A journal that
@@ -484,6 +491,7 @@ class Store:
             self._open_journal()
         head = self._journal[_HEAD]
         if head == self._at and self._image is not None:
+            self._seen = (self._image, self._version[:VERSION_BYTES])
             return self._image
         gen, end = self._u64(_GEN), self._u64(_END)
         at_gen, at_end = (_U64.unpack_from(self._at, 0)[0], _U64.unpack_from(self._at, 8)[0]) if self._at else (0, 0)
@@ -498,6 +506,7 @@ class Store:
             self._replay(image, self._u64(_FLUSHED), end)
             self._image = image
         self._at = head
+        self._seen = (image, self._version[:VERSION_BYTES])
         return image
 
     def _sql_rows(self, image: Image, keys) -> None:
@@ -526,10 +535,10 @@ class Store:
         end = self._u64(_END)
         if end + size > JOURNAL_BYTES:
             self._flush()
-            self._put(_WRAP_END, end)
-            self._put(_FLUSHED, START)
-            self._put(_END, START)
             self._put(_GEN, self._u64(_GEN) + 1)
+            self._put(_WRAP_END, end)
+            self._put(_END, START)
+            self._put(_FLUSHED, START)
             self._at = self._journal[_HEAD]
             end = START
         journal = self._journal
@@ -539,12 +548,12 @@ class Store:
         return True
 
     def _restart_journal(self) -> None:
-        """SQLite holds the whole world (just written): every process reloads it."""
-        self._put(_WRAP_END, 0)
-        self._put(_FLUSHED, START)
-        self._put(_END, START)
+        """SQLite holds the whole world (just written): every process reloads it (the caller moves the version)."""
         self._put(_GEN, self._u64(_GEN) + 1)
-        self._image, self._at, self._dirty = None, b"", set()
+        self._put(_WRAP_END, 0)
+        self._put(_END, START)
+        self._put(_FLUSHED, START)
+        self._image, self._at, self._dirty, self._seen = None, b"", set(), None
 
     # -- changes -----------------------------------------------------------------------------------
     def transaction(self, work: Callable[[Txn], object], optimistic: bool = False):
@@ -598,6 +607,7 @@ class Store:
             self._put(_FLUSHED, self._u64(_END))
         self._at = self._journal[_HEAD]
         self._moved()
+        self._seen = (image, self._version[:VERSION_BYTES])
         return result
 
     def _sql(self, work: Callable[[sqlite3.Connection], object]):
@@ -757,9 +767,9 @@ class Store:
 
     # -- reads (from this process's image, brought up to date first) -----------------------------------
     def _view(self) -> Image:
-        image, journal = self._image, self._journal
-        if image is not None and journal is not None and self._pid == os.getpid() and journal[_HEAD] == self._at:
-            return image
+        seen, version = self._seen, self._version
+        if seen is not None and version is not None and self._pid == os.getpid() and version[:VERSION_BYTES] == seen[1]:
+            return seen[0]
         with self._writer_turn():
             return self._catch_up()
 

@@ -9,6 +9,7 @@ import os
 import pickle
 import sqlite3
 import threading
+import time
 
 import pytest
 
@@ -223,3 +224,83 @@ def test_a_store_opened_before_the_world_was_seeded_follows_it(tmp_path):
     assert Store(path).subtask(ARMED).runs == runs, "a process that starts now sees the change, unflushed"
     with sqlite3.connect(path) as conn:
         assert conn.execute("SELECT value FROM meta WHERE key = 'journal'").fetchone(), "the file knows its journal"
+
+
+def test_a_read_never_takes_an_image_another_thread_just_replaced(world, monkeypatch):
+    """Thread T1 takes the image, T2 reloads it meanwhile (after more than a wrap by another process): T1 must not
+    answer from the old one."""
+    monkeypatch.setattr(store_module, "JOURNAL_BYTES", store_module.START + 16 * 1024)
+
+    class Hooked(Store):
+        hook = None
+
+        @property
+        def _seen(self):
+            value = self.__dict__.get("_seen_v")
+            hook, self.hook = self.hook, None
+            if hook is not None:
+                t = threading.Thread(target=hook)
+                t.start()
+                t.join()
+            return value
+
+        @_seen.setter
+        def _seen(self, value):
+            self.__dict__["_seen_v"] = value
+
+    a, b = Hooked(world), Store(world)
+    runs = a.subtask(ARMED).runs
+    for _ in range(60):  # past more than one wrap: a's next look reloads from SQLite
+        runs = _bump(b, ARMED)
+    a.hook = a._view
+    assert a.subtask(ARMED).runs == runs
+
+
+def test_inside_a_wrap_no_process_takes_its_image_as_current(world):
+    a = Store(world)
+    a.subtask(ARMED)
+    b = Store(world)
+    b.subtask(ARMED)
+    seen = []
+    put = a._put
+
+    def spy(offset, value):
+        put(offset, value)
+        if not seen and offset == store_module._END and value == store_module.START:  # halfway through a wrap
+            image, version = b._seen
+            seen.append(b._version[:8] == version)
+
+    a._put = spy
+    while not seen:
+        _bump(a, ARMED)
+    assert seen == [False], "b's copy lags the changes a acknowledged: its next read must catch up"
+
+
+def test_two_first_uses_of_the_lock_take_one_descriptor(world, monkeypatch):
+    """Two threads use the lock for the first time at once: one descriptor is opened, locked and unlocked (two
+    would leave one locked for good, and every writer of every process waiting)."""
+    store = Store(world)
+    real_open = os.open
+    opened = []
+
+    def slow_open(path, *args, **kwargs):
+        if str(path).endswith(".lock"):
+            opened.append(path)
+            time.sleep(0.2)  # the other thread would pass `_turn_fd is None` meanwhile
+        return real_open(path, *args, **kwargs)
+
+    monkeypatch.setattr(store_module.os, "open", slow_open)
+    done = []
+
+    def use():
+        with store._writer_turn():
+            done.append(1)
+
+    threads = [threading.Thread(target=use, daemon=True) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(5)
+    monkeypatch.setattr(store_module.os, "open", real_open)
+    assert done == [1, 1] and len(opened) == 1
+    assert Store(world).subtask(ARMED) is not None, "nothing is left holding the lock"
