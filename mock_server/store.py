@@ -82,6 +82,7 @@ _HEAD = slice(_GEN, _END + 8)
 _U64 = struct.Struct("<Q")
 _LEN = struct.Struct("<I")
 META_JOURNAL = "journal"  # meta key: the id of the journal this state file goes with
+META_AT = "journal_at"  # meta key: "gen:end", the journal position SQLite's rows are at
 
 
 def _size(value) -> int:
@@ -449,7 +450,7 @@ class Store:
             journal[_ID:_ID + 16] = ours
             conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (META_JOURNAL, ours.hex()))
         valid = journal[:8] == MAGIC and ours is not None and journal[_ID:_ID + 16] == ours
-        if alone and valid and self._u64(_END) > self._u64(_FLUSHED):  # a run that was killed: replay it
+        if alone and valid and self._u64(_END) > self._replay_from(conn):  # a run that was killed: replay it
             self._recover(conn)
         if alone or not valid:
             if ours is None and "meta" in tables:
@@ -470,7 +471,7 @@ class Store:
         cannot be read is left out (SQLite keeps the world as it last wrote it)."""
         image = Image.load(conn)
         try:
-            self._replay(image, self._u64(_FLUSHED), self._u64(_END))
+            self._replay(image, self._replay_from(conn), self._u64(_END))
         except (pickle.UnpicklingError, struct.error, EOFError, ValueError, TypeError, IndexError):
             self._dirty = set()
             return
@@ -502,57 +503,78 @@ class Store:
             self._replay(image, START, end)
         else:  # first use, a reset, or a wrap past records this process had not read: SQLite, then the rest
             self._dirty = set()
-            image = Image.load(self._conn())
-            self._replay(image, self._u64(_FLUSHED), end)
+            conn = self._conn()
+            image = Image.load(conn)
+            self._replay(image, self._replay_from(conn), end)
             self._image = image
         self._at = head
         self._seen = (image, self._version[:VERSION_BYTES])
         return image
 
-    def _sql_rows(self, image: Image, keys) -> None:
-        """Writes KEYS' rows from IMAGE into SQLite in one transaction; SQLite is then at the journal's end."""
+    def _sql_rows(self, image: Image, keys, at: int | None = None) -> None:
+        """Writes KEYS' rows from IMAGE into SQLite in one transaction; SQLite is then at the journal's end (or at
+        AT, the end a record about to be appended will give). The same transaction notes that position (meta
+        `journal_at`), so a run killed before FLUSHED moves is not replayed twice (log lines are appended)."""
+        at = self._u64(_END) if at is None else at
         conn = self._conn()
         conn.execute("BEGIN IMMEDIATE")
         try:
             image.write_rows(conn, keys)
+            conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
+                         (META_AT, f"{self._u64(_GEN)}:{at}"))
         except BaseException:
             conn.execute("ROLLBACK")
             raise
         conn.execute("COMMIT")
         self._dirty = set()
-        self._put(_FLUSHED, self._u64(_END))
+        self._put(_FLUSHED, at)
+
+    def _replay_from(self, conn: sqlite3.Connection) -> int:
+        """Where the records SQLite does not have begin: FLUSHED, or past it when SQLite notes it is further on in
+        this generation of the journal (a writer killed between its commit and moving FLUSHED)."""
+        flushed = self._u64(_FLUSHED)
+        try:
+            row = conn.execute("SELECT value FROM meta WHERE key = ?", (META_AT,)).fetchone()
+        except sqlite3.DatabaseError:
+            return flushed
+        if row:
+            gen, _, at = row[0].partition(":")
+            if gen == str(self._u64(_GEN)) and at.isdigit() and flushed < int(at) <= self._u64(_END):
+                return int(at)
+        return flushed
 
     def _flush(self) -> None:
         """Brings SQLite up to the journal's end (caught up, under the write lock)."""
         if self._u64(_FLUSHED) < self._u64(_END) or self._dirty:
             self._sql_rows(self._image, self._dirty)
 
-    def _append(self, payload: bytes) -> bool:
-        """Appends a record; wraps first when it does not fit. False when it cannot fit at all."""
-        size = 4 + len(payload)
+    def _room(self, size: int) -> int | None:
+        """Where a record of SIZE bytes goes; wraps first when it does not fit. None when it cannot fit at all."""
         if START + size > JOURNAL_BYTES:
-            return False
+            return None
         end = self._u64(_END)
         if end + size > JOURNAL_BYTES:
-            self._flush()
-            self._put(_GEN, self._u64(_GEN) + 1)
-            self._put(_WRAP_END, end)
+            self._flush()  # then END first: a run killed halfway through leaves nothing to replay
             self._put(_END, START)
             self._put(_FLUSHED, START)
+            self._put(_WRAP_END, end)
+            self._put(_GEN, self._u64(_GEN) + 1)
             self._at = self._journal[_HEAD]
             end = START
+        return end
+
+    def _write_record(self, end: int, payload: bytes) -> None:
         journal = self._journal
         _LEN.pack_into(journal, end, len(payload))
-        journal[end + 4:end + size] = payload
-        self._put(_END, end + size)  # the commit point for every other process
-        return True
+        journal[end + 4:end + 4 + len(payload)] = payload
+        self._put(_END, end + 4 + len(payload))  # the commit point for every other process
 
     def _restart_journal(self) -> None:
         """SQLite holds the whole world (just written): every process reloads it (the caller moves the version)."""
-        self._put(_GEN, self._u64(_GEN) + 1)
-        self._put(_WRAP_END, 0)
         self._put(_END, START)
         self._put(_FLUSHED, START)
+        self._put(_WRAP_END, 0)
+        self._put(_GEN, self._u64(_GEN) + 1)
         self._image, self._at, self._dirty, self._seen = None, b"", set(), None
 
     # -- changes -----------------------------------------------------------------------------------
@@ -591,20 +613,20 @@ class Store:
         payload = pickle.dumps(record, protocol=5)
         keys = {("m", k) for k in txn.metas} | {("t", t) for t in txn.tasks} | {("s", s) for s in txn.subs} \
             | {("l", op[0]) for op in txn.log_ops}
-        if self.durable:  # on disk before anyone sees it: SQLite first, from the image as it will be
+        end = self._room(4 + len(payload))
+        if end is not None and self.durable:  # on disk before anyone sees it: SQLite first, at the record's end
             staged = Image(dict(image.meta), dict(image.tasks), dict(image.subs), dict(image.logs))
             staged.apply(record)
-            self._sql_rows(staged, self._dirty | keys)
-        if not self._append(payload):  # larger than the journal: through SQLite, and everyone reloads
+            self._sql_rows(staged, self._dirty | keys, at=end + 4 + len(payload))
+        if end is None:  # larger than the journal: through SQLite, and everyone reloads
             staged = Image(dict(image.meta), dict(image.tasks), dict(image.subs), dict(image.logs))
             staged.apply(record)
             self._sql_rows(staged, self._dirty | keys)
             self._restart_journal()
             self._moved()
             return result
+        self._write_record(end, payload)
         image.apply(record, None if self.durable else self._dirty)
-        if self.durable:
-            self._put(_FLUSHED, self._u64(_END))
         self._at = self._journal[_HEAD]
         self._moved()
         self._seen = (image, self._version[:VERSION_BYTES])

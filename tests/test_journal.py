@@ -304,3 +304,39 @@ def test_two_first_uses_of_the_lock_take_one_descriptor(world, monkeypatch):
     monkeypatch.setattr(store_module.os, "open", real_open)
     assert done == [1, 1] and len(opened) == 1
     assert Store(world).subtask(ARMED) is not None, "nothing is left holding the lock"
+
+
+def _log_and_die(path: str, durable: bool) -> None:
+    """Appends a log line, then dies at the worst moment: durable, right after the record is in the journal; written
+    behind, right after a flush committed SQLite and before the journal's header says so."""
+    store = Store(path, durable=durable)
+    store.subtask(ARMED)
+    real = store._put
+
+    def put(offset, value):
+        if offset == (store_module._END if durable else store_module._FLUSHED) and value > store_module.START:
+            if durable:
+                real(offset, value)
+            os._exit(0)
+        real(offset, value)
+
+    store.transaction(lambda conn: Store.append_log(conn, ARMED, "first", ["X"]))
+    store._put = put
+    if not durable:
+        store.close()  # the flush: killed after its SQLite commit
+    else:
+        store.transaction(lambda conn: Store.append_log(conn, ARMED, None, ["Y"]))
+    os._exit(1)
+
+
+@pytest.mark.parametrize("durable", [True, False])
+def test_a_run_killed_between_sqlite_and_the_journal_header_is_not_replayed_twice(world, durable):
+    ctx = multiprocessing.get_context("spawn")
+    proc = ctx.Process(target=_log_and_die, args=(world, durable))
+    proc.start()
+    proc.join(60)
+    assert proc.exitcode == 0, "killed where meant"
+    expected = "first\nX\nY" if durable else "first\nX"
+    assert Store(world)._view().logs[ARMED] == expected
+    with sqlite3.connect(world) as conn:
+        assert conn.execute("SELECT text FROM subtask_log WHERE subtask_id = ?", (ARMED,)).fetchone()[0] == expected
