@@ -154,6 +154,13 @@ class _Plain(pickle.Unpickler):
         raise pickle.UnpicklingError(f"the journal holds a {module}.{name}: not a record of this mock")
 
 
+def record_keys(record: tuple) -> set:
+    """The rows a record (Txn.record) changes, as (table, key): "m" meta, "t" task, "s" subtask, "l" log."""
+    metas, tasks, subs, log_ops = record
+    return {*(("m", k) for k, _ in metas), *(("t", t[0]) for t in tasks), *(("s", r[0]) for r in subs),
+            *(("l", op[0]) for op in log_ops)}
+
+
 class Image:
     """One process's copy of the world (see the module doc). Changed in place, under the write lock, between two
     moves of `seq`; a reader that needs several rows to agree reads them between two equal even values."""
@@ -200,17 +207,10 @@ class Image:
     def apply(self, record: tuple, dirty: set | None = None) -> None:
         """Applies a record (Txn.record) in place; DIRTY collects the rows it touched, as (table, key)."""
         metas, tasks, subs, log_ops = record
+        keys = record_keys(record)
         self.seq += 1
         self.applied += 1
-        changed, now = self.changed_at, self.applied
-        for key, _ in metas:
-            changed["m", key] = now
-        for t in tasks:
-            changed["t", t[0]] = now
-        for values in subs:
-            changed["s", values[0]] = now
-        for op in log_ops:
-            changed["l", op[0]] = now
+        self.changed_at.update(dict.fromkeys(keys, self.applied))
         try:
             for key, value in metas:
                 self.meta[key] = value
@@ -230,10 +230,13 @@ class Image:
         finally:
             self.seq += 1
         if dirty is not None:
-            dirty.update(("m", k) for k, _ in metas)
-            dirty.update(("t", t[0]) for t in tasks)
-            dirty.update(("s", s[0]) for s in subs)
-            dirty.update(("l", op[0]) for op in log_ops)
+            dirty.update(keys)
+
+    def staged(self, record: tuple) -> "Image":
+        """A copy of this image with RECORD applied (what SQLite gets before a change is applied here)."""
+        image = Image(dict(self.meta), dict(self.tasks), dict(self.subs), dict(self.logs))
+        image.apply(record)
+        return image
 
     def write_rows(self, conn: sqlite3.Connection, keys) -> None:
         """Writes the rows KEYS name ((table, key) pairs), as this image has them, into SQLite (inside a
@@ -611,17 +614,12 @@ class Store:
             return result  # a catch-up that found nothing keeps every process's memo
         record = txn.record()
         payload = pickle.dumps(record, protocol=5)
-        keys = {("m", k) for k in txn.metas} | {("t", t) for t in txn.tasks} | {("s", s) for s in txn.subs} \
-            | {("l", op[0]) for op in txn.log_ops}
+        keys = record_keys(record)
         end = self._room(4 + len(payload))
         if end is not None and self.durable:  # on disk before anyone sees it: SQLite first, at the record's end
-            staged = Image(dict(image.meta), dict(image.tasks), dict(image.subs), dict(image.logs))
-            staged.apply(record)
-            self._sql_rows(staged, self._dirty | keys, at=end + 4 + len(payload))
+            self._sql_rows(image.staged(record), self._dirty | keys, at=end + 4 + len(payload))
         if end is None:  # larger than the journal: through SQLite, and everyone reloads
-            staged = Image(dict(image.meta), dict(image.tasks), dict(image.subs), dict(image.logs))
-            staged.apply(record)
-            self._sql_rows(staged, self._dirty | keys)
+            self._sql_rows(image.staged(record), self._dirty | keys)
             self._restart_journal()
             self._moved()
             return result
@@ -769,8 +767,7 @@ class Store:
         self.after_load(txn)
         record = txn.record()
         image.apply(record)
-        image.write_rows(conn, {("m", k) for k in txn.metas} | {("t", t) for t in txn.tasks}
-                         | {("s", s) for s in txn.subs} | {("l", op[0]) for op in txn.log_ops})
+        image.write_rows(conn, record_keys(record))
 
     @staticmethod
     def _load(conn: sqlite3.Connection, seed: int, world) -> None:
