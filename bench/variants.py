@@ -3,13 +3,16 @@
 
     python3 bench/variants.py                                  # every variant, retry-400 and retry-200
     python3 bench/variants.py --variants default,flask-path,bare --workloads retry-400,get-task --rounds 3 --seconds 10
+    git archive HEAD~1 mock_server openapi.yaml | tar -x -C /tmp/base     # another version, in the same rounds:
+    python3 bench/variants.py --variants default,baseline --baseline /tmp/base --workloads retry-200
 
 `default` is `ocp-mock serve` as shipped (2 workers, 4 granian blocking threads a worker). Every other variant is
 the mock's own app factory (mock_server.wsgi:app_from_env) started by bench/serve_wsgi.py, which starts granian with
 the same options as `ocp-mock serve`, so a variant differs from `default` only in what its argv names: another
 granian setting, another server (gunicorn), or a Config field (`--config FIELD=JSON`, e.g. `flask-path`:
 fast_path=false, every request through Flask instead of mock_server/dispatch.py). `bare` and `raw` are the
-ceilings (bench/bare_app.py) on the same server options. mock_server/ is not edited.
+ceilings (bench/bare_app.py) on the same server options. `baseline` is `default` with the mock_server/ of
+--baseline DIR first on PYTHONPATH (a checkout or `git archive` of another version). mock_server/ is not edited.
 Variants run alternately, in a rotating order, several rounds; the world is reset before every run.
 gunicorn is installed on demand into bench/.tools/py (pip --target), not into .venv.
 Writes bench/out/variants-<time>.json and .md (and bench/out/variants-latest.md).
@@ -35,6 +38,7 @@ SERVE = [run.VENV_BIN / "python", run.BENCH / "serve_wsgi.py"]
 # name -> (description, argv after `serve_wsgi.py APP`, app); serve_wsgi.py's defaults are ocp-mock serve's
 VARIANTS = {
     "default": ("ocp-mock serve as shipped: 2 workers, 4 blocking threads per worker (--threads 4)", None, "mock"),
+    "baseline": ("`default` with --baseline DIR's mock_server/ (another version, same rounds)", None, "mock"),
     "flask-path": ("every request through Flask (--config fast_path=false): prices the dispatcher",
                    ["--config", "fast_path=false", "--blocking-threads", "4"], "mock"),
     "clock0": ("the mock's clock stopped (--clock-speed 0): no due transitions, so no catch-up writes",
@@ -68,12 +72,15 @@ def ensure_gunicorn() -> None:
                    check=True)
 
 
-def make_server(name: str, workers: int, bodies: Path) -> run.Server:
+def make_server(name: str, workers: int, bodies: Path, baseline: Path | None = None) -> run.Server:
     _desc, extra, app = VARIANTS[name]
     port = run.free_port()
     if extra is None:
         argv = [run.VENV_BIN / "ocp-mock", "serve", "--port", port, "--quiet", "--workers", workers]
-        return run.Server(name, argv, port=port)
+        if name != "baseline":
+            return run.Server(name, argv, port=port)
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(baseline), os.environ.get("PYTHONPATH")]))}
+        return run.Server(name, argv, env=env, port=port)
     env = {**os.environ, "BENCH_BARE_BODIES": str(bodies),
            "PYTHONPATH": os.pathsep.join(filter(None, [os.environ.get("PYTHONPATH"), str(PYTOOLS), str(run.BENCH), str(run.ROOT)]))}
     argv = [*SERVE, app, "--port", port, "--workers", workers, *extra]
@@ -90,12 +97,16 @@ def main(argv=None) -> int:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--out", type=Path, default=run.BENCH / "out")
+    p.add_argument("--baseline", type=Path, help="the `baseline` variant's mock_server/ lives in DIR/mock_server")
     args = p.parse_args(argv)
     names = [v.strip() for v in args.variants.split(",") if v.strip()]
     workloads = [w.strip() for w in args.workloads.split(",") if w.strip()]
     for n in names:
         if n not in VARIANTS:
             raise SystemExit(f"unknown variant {n!r}; known: {', '.join(VARIANTS)}")
+    if "baseline" in names and not (args.baseline and (args.baseline / "mock_server" / "__init__.py").is_file()):
+        raise SystemExit("the baseline variant needs --baseline DIR, with DIR/mock_server/ in it")
+    baseline = args.baseline.resolve() if args.baseline else None
     run.ensure_tools([], install=True)
     if any("gunicorn" in " ".join(map(str, VARIANTS[n][1] or [])) for n in names):
         ensure_gunicorn()
@@ -110,7 +121,7 @@ def main(argv=None) -> int:
         # a mock first, for the world plan and the bare app's bodies
         for n in names:
             if VARIANTS[n][2] == "mock":
-                servers[n] = make_server(n, args.workers, bodies)
+                servers[n] = make_server(n, args.workers, bodies, baseline)
                 servers[n].start(logs)
                 world = run.plan_world(servers[n].port, args.connections)
                 run.capture_bodies(servers[n].port, world, bodies)
@@ -119,7 +130,7 @@ def main(argv=None) -> int:
             raise SystemExit("pick at least one mock variant")
         for n in names:
             if n not in servers:
-                servers[n] = make_server(n, args.workers, bodies)
+                servers[n] = make_server(n, args.workers, bodies, baseline)
                 servers[n].start(logs)
             run.log(f"{n}: answering on :{servers[n].port} after {servers[n].startup_s:.2f} s")
         for wl in workloads:  # warm-up

@@ -28,6 +28,7 @@ under the world's version: an 8-byte counter in the lock file, which every write
 
 from __future__ import annotations
 
+import ctypes
 import fcntl
 import io
 import mmap
@@ -145,6 +146,53 @@ def _append_log(text: str | None, first: str | None, lines: str | None) -> str |
             cut = text.find("\n", len(text) - MAX_LOG_CHARS * 3 // 4)
             text = text[cut + 1:] if cut >= 0 else text[-MAX_LOG_CHARS * 3 // 4:]
     return text
+
+
+# -- the write lock without a lock convoy ---------------------------------------------------------------------
+# A thread that blocks on a threading.Lock takes it, in C, the moment it is released, and only then waits for the
+# interpreter lock; the thread that released it runs on, computes its next change, and blocks on the lock the
+# waiting thread now holds. Once started, this goes on: every write hands both locks from one thread to the other.
+# Measured with 4 threads writing in one process (bench/write_threads.py): 86 % of the acquisitions waited, 2
+# context switches and 236 µs of CPU per request against 107 with one thread. So a writer that finds the turn taken
+# gives up the interpreter lock (a sleep) and tries again, which lets the holder finish, and blocks only after
+# TURN_TRIES (a holder waiting for another process, or for SQLite): 0.5 % waited, 100-114 µs per request.
+# For the same reason the file lock is first tried through libc without giving up the interpreter lock (fcntl.flock
+# gives it up for every call, which handed it to another thread twice per write).
+TURN_TRIES = 20
+TURN_NAP_S = 20e-6  # after the first three tries, which only yield
+
+
+def _take_turn(turn: threading.Lock) -> None:
+    if turn.acquire(blocking=False):
+        return
+    for i in range(TURN_TRIES):
+        time.sleep(0 if i < 3 else TURN_NAP_S)
+        if turn.acquire(blocking=False):
+            return
+    turn.acquire()
+
+
+def _libc_flock():
+    try:
+        flock = ctypes.PyDLL(None, use_errno=True).flock  # PyDLL: called with the interpreter lock held
+    except (OSError, AttributeError):  # no libc to load, or no flock in it
+        return None
+    flock.argtypes, flock.restype = (ctypes.c_int, ctypes.c_int), ctypes.c_int
+    return flock
+
+
+_FLOCK = _libc_flock()
+
+
+def _lock_file_exclusive(fd: int) -> None:
+    """flock(LOCK_EX): without giving up the interpreter lock when the lock is free, else waiting for it."""
+    if _FLOCK is None or _FLOCK(fd, fcntl.LOCK_EX | fcntl.LOCK_NB) != 0:
+        fcntl.flock(fd, fcntl.LOCK_EX)  # taken by another process (or interrupted): wait, letting threads run
+
+
+def _unlock_file(fd: int) -> None:
+    if _FLOCK is None or _FLOCK(fd, fcntl.LOCK_UN) != 0:
+        fcntl.flock(fd, fcntl.LOCK_UN)  # raises what went wrong
 
 
 class _Plain(pickle.Unpickler):
@@ -388,13 +436,17 @@ class Store:
         the kernel instead of polling in SQLite's busy-retry loop, which made p99 several hundred ms."""
         if self._pid != os.getpid():
             self._forked()
-        with self._turn:
+        turn = self._turn
+        _take_turn(turn)
+        try:
             fd = self._lock_file()  # under the thread lock: one descriptor, and the one unlocked is the one locked
-            fcntl.flock(fd, fcntl.LOCK_EX)
+            _lock_file_exclusive(fd)
             try:
                 yield
             finally:
-                fcntl.flock(fd, fcntl.LOCK_UN)
+                _unlock_file(fd)
+        finally:
+            turn.release()
 
     def _lock_file(self) -> int:
         """This process's descriptor of the lock file (made when missing), with its version counter mapped."""

@@ -4,6 +4,7 @@ start; a record is only ever plain data. Two Store objects on one file stand for
 
 from __future__ import annotations
 
+import fcntl
 import multiprocessing
 import os
 import pickle
@@ -340,3 +341,60 @@ def test_a_run_killed_between_sqlite_and_the_journal_header_is_not_replayed_twic
     assert Store(world)._view().logs[ARMED] == expected
     with sqlite3.connect(world) as conn:
         assert conn.execute("SELECT text FROM subtask_log WHERE subtask_id = ?", (ARMED,)).fetchone()[0] == expected
+
+
+@pytest.mark.parametrize("libc", [True, False], ids=["libc-flock", "fcntl-flock"])
+def test_the_write_lock_holds_the_file_lock_while_held_and_only_then(world, monkeypatch, libc):
+    """The file lock is taken through libc (keeping the interpreter lock) or, without it, through fcntl: either
+    way another open file description cannot take it while a change is stored, and can right after."""
+    if not libc:
+        monkeypatch.setattr(store_module, "_FLOCK", None)
+    elif store_module._FLOCK is None:
+        pytest.skip("no flock in this platform's libc")
+    store = Store(world)
+    other = os.open(world + ".lock", os.O_RDWR)
+    seen = []
+
+    def work(conn):
+        with pytest.raises(BlockingIOError):
+            fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        seen.append("held")
+
+    try:
+        store.transaction(work)
+        _bump(store, ARMED)
+        fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)  # free again
+        seen.append("free")
+        fcntl.flock(other, fcntl.LOCK_UN)
+    finally:
+        os.close(other)
+    assert seen == ["held", "free"]
+
+
+def test_a_writer_waits_for_a_turn_held_longer_than_its_tries(world):
+    """A thread that finds the turn taken tries again, then blocks: it gets the turn once the holder lets it go,
+    however long that takes, and never before."""
+    store = Store(world)
+    holding, release, order = threading.Event(), threading.Event(), []
+
+    def holder():
+        with store._writer_turn():
+            holding.set()
+            release.wait(5)
+            order.append("holder done")
+
+    def writer():
+        holding.wait(5)
+        with store._writer_turn():
+            order.append("writer in")
+
+    threads = [threading.Thread(target=holder), threading.Thread(target=writer)]
+    for t in threads:
+        t.start()
+    holding.wait(5)
+    time.sleep(0.05)  # well past the writer's tries (3 yields, then naps of TURN_NAP_S): it is blocked by now
+    assert order == []
+    release.set()
+    for t in threads:
+        t.join(5)
+    assert order == ["holder done", "writer in"]
