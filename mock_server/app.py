@@ -128,9 +128,29 @@ class Mock:
                                    g.get("ocp_injected"), admin=request.blueprint is not None)
 
 
+# The environ keys seen that are not headers: the server's and, with granian, the whole process environment, which
+# it puts in every environ. header_bytes() skips them in one set operation (a served environ has ~50 keys, of which
+# a request's headers are a handful: 5.2 -> 1.6 µs). Bounded: only servers make such keys, never a client.
+_NOT_HEADERS: frozenset = frozenset()
+_NOT_HEADERS_KEPT = 1024
+
+
 def header_bytes(environ: dict) -> int:
-    """The size of the request's headers as the size limit counts it."""
-    return sum(len(k) + len(v) for k, v in environ.items() if k.startswith("HTTP_") and isinstance(v, str))
+    """The size of the request's headers as the size limit counts it: the HTTP_ keys and their values."""
+    global _NOT_HEADERS
+    total, others = 0, None
+    for key in environ.keys() - _NOT_HEADERS:
+        if isinstance(key, str) and key.startswith("HTTP_"):
+            value = environ[key]
+            if isinstance(value, str):
+                total += len(key) + len(value)
+        elif others is None:
+            others = [key]
+        else:
+            others.append(key)
+    if others and len(_NOT_HEADERS) < _NOT_HEADERS_KEPT:
+        _NOT_HEADERS = _NOT_HEADERS.union(others)  # a new set: a reader in another thread keeps the one it took
+    return total
 
 
 def http_error(exc: HTTPException, method: str, path: str) -> OcpError:

@@ -7,6 +7,7 @@ omitted rather than written as null.
 from __future__ import annotations
 
 import random
+import time
 from datetime import datetime, timedelta, timezone
 
 import orjson
@@ -114,12 +115,22 @@ class Envelope:
     def __init__(self, server_id: str, utc_offset: str):
         self.tz = parse_offset(utc_offset)
         self._server = orjson.dumps(server_id)
+        self._stamp: tuple[int, bytes] = (-1, b"")  # (ms since the epoch, its timestamp): one format per ms
 
     def now(self) -> datetime:
         return datetime.now(self.tz)
 
     def timestamp(self) -> bytes:
-        return datetime.now(self.tz).isoformat(timespec="milliseconds").encode()
+        """Now, to the millisecond, in the server's offset. Formatted once per millisecond (at 30k answers a second,
+        most answers share one; formatting costs ~2 µs)."""
+        ms = time.time_ns() // 1_000_000
+        stamp = self._stamp  # once: other threads assign it meanwhile
+        if stamp[0] == ms:
+            return stamp[1]
+        seconds, millis = divmod(ms, 1000)
+        text = datetime.fromtimestamp(seconds, self.tz).replace(microsecond=millis * 1000)
+        stamp = self._stamp = (ms, text.isoformat(timespec="milliseconds").encode())
+        return stamp[1]
 
     def success(self, data: bytes | None, status: int, trace_id: str, duration_ms: int) -> bytes:
         """DATA None: OCP's NoDataResponse, the envelope alone."""

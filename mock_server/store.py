@@ -6,7 +6,7 @@ shared journal, over one SQLite file that holds the world between runs.
   when another process has written since, it applies the new records first (under the lock below), so an answer
   never lags a change that any process has acknowledged.
 - **A change** runs under one lock that orders writers across threads and processes (a thread lock, then a file
-  lock on `<state>.lock`): the writer catches up with the journal, runs the change against its copy through a
+  lock on `<state>.lock`, each tried first without waiting: "the write lock without a lock convoy"): the writer catches up with the journal, runs the change against its copy through a
   `Txn` (which sees its own writes and can be dropped whole), appends the rows it changed to the journal as one
   record (`<state>.journal`, a shared mapping) and applies them to its copy. So N concurrent retries of one FAILED
   subtask, in any number of processes, give exactly one success.
@@ -252,13 +252,27 @@ class Image:
                     return result
             time.sleep(0)
 
-    def apply(self, record: tuple, dirty: set | None = None) -> None:
-        """Applies a record (Txn.record) in place; DIRTY collects the rows it touched, as (table, key)."""
+    def apply(self, record: tuple, dirty: set | None = None, keys: set | None = None) -> None:
+        """Applies a record (Txn.record) in place; DIRTY collects the rows it touched, as (table, key); KEYS: those
+        rows, when the caller has them (record_keys)."""
         metas, tasks, subs, log_ops = record
-        keys = record_keys(record)
+        if keys is None:
+            keys = record_keys(record)
         self.seq += 1
         self.applied += 1
-        self.changed_at.update(dict.fromkeys(keys, self.applied))
+        changed_at, applied = self.changed_at, self.applied
+        changed_at.update(dict.fromkeys(keys, applied))
+        # A task's key ("T", id) moves with any of its rows (the task, its subtasks, their logs): what
+        # Store.task_rows reads, in one key instead of two per subtask.
+        for tid, _, _ in tasks:
+            changed_at[("T", tid)] = applied
+        subs_now = self.subs
+        for values in subs:
+            changed_at[("T", values[1])] = applied  # SubtaskRow's task_id
+        for op in log_ops:
+            row = subs_now.get(op[0])
+            if row is not None:
+                changed_at[("T", row.task_id)] = applied
         try:
             for key, value in metas:
                 self.meta[key] = value
@@ -676,7 +690,7 @@ class Store:
             self._moved()
             return result
         self._write_record(end, payload)
-        image.apply(record, None if self.durable else self._dirty)
+        image.apply(record, None if self.durable else self._dirty, keys)
         self._at = self._journal[_HEAD]
         self._moved()
         self._seen = (image, self._version[:VERSION_BYTES])
@@ -960,11 +974,12 @@ class Store:
             task = conn.image.tasks.get(task_id)
         if task is None:
             return None, []
-        logs, logged = conn.image.logs, conn.logged
+        image = conn.image
+        logs, logged, own, subs = image.logs, conn.logged, conn.subs, image.subs
+        conn.read(("T", task_id))  # the task's rows, its subtasks' and their logs (Image.apply moves it with any)
         rows = []
-        for sid in conn.image.by_task.get(task_id, ()):
-            conn.read(("l", sid))
-            r = conn.sub(sid)
+        for sid in image.by_task.get(task_id, ()):
+            r = own.get(sid) or subs[sid]
             rows.append(SubtaskRunRow(r.id, r.task_id, r.doc, r.due_at, r.scenario, r.runs, r.run_start,
                                       sid in logs or sid in logged))
         return task[1], rows

@@ -398,3 +398,21 @@ def test_random_admin_puts_get_the_same_answer(pair, answered, raw_id, body, con
     before = len(answered)
     put(pair, raw_id, body, headers)
     assert len(answered) - before == (1 if raw_id and raw_id.isascii() and "/" not in raw_id else 0), raw_id
+
+
+_ENV_KEYS = st.one_of(st.sampled_from(["HTTP_HOST", "HTTP_X_A", "HTTP_", "PATH", "HOME", "CONTENT_LENGTH", "wsgi.input",
+                                       "REQUEST_METHOD", "HTTP_PROXY"]),
+                      st.text(min_size=0, max_size=12), st.text(max_size=8).map(lambda t: "HTTP_" + t))
+_ENV_VALUES = st.one_of(st.text(max_size=40), st.integers(), st.none(), st.binary(max_size=8))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.dictionaries(_ENV_KEYS, _ENV_VALUES, max_size=12), min_size=1, max_size=4))
+def test_header_bytes_counts_what_the_plain_sum_counts(environs):
+    """header_bytes() skips the keys it has learnt are not headers: over any run of environs (which teaches it
+    keys), it answers as the plain sum over HTTP_ keys with str values."""
+    from mock_server.app import header_bytes
+
+    for environ in environs:
+        plain = sum(len(k) + len(v) for k, v in environ.items() if k.startswith("HTTP_") and isinstance(v, str))
+        assert header_bytes(environ) == plain

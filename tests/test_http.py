@@ -235,6 +235,24 @@ def test_timestamps_are_rfc3339_with_the_configured_offset(tmp_path):
     assert datetime.fromisoformat(body["timestamp"]).utcoffset().total_seconds() == -5.5 * 3600
 
 
+@pytest.mark.parametrize("offset, ms, expected", [
+    ("+08:00", 1_700_000_000_123, "2023-11-15T06:13:20.123+08:00"),
+    ("-05:30", 1_700_000_000_007, "2023-11-14T16:43:20.007-05:30"),
+    ("+00:00", 1_700_000_000_999, "2023-11-14T22:13:20.999+00:00"),
+])
+def test_the_envelope_timestamp_is_the_millisecond_of_the_answer(monkeypatch, offset, ms, expected):
+    """Formatted once per millisecond: the next millisecond gets its own."""
+    from mock_server import envelope
+
+    env = envelope.Envelope("srv", offset)
+    monkeypatch.setattr(envelope.time, "time_ns", lambda: ms * 1_000_000 + 456_789)
+    assert env.timestamp().decode() == expected
+    assert env.timestamp().decode() == expected
+    monkeypatch.setattr(envelope.time, "time_ns", lambda: (ms + 1) * 1_000_000)
+    later = datetime.fromisoformat(env.timestamp().decode())
+    assert (later - datetime.fromisoformat(expected)).total_seconds() == 0.001
+
+
 def test_exactly_one_of_many_concurrent_retries_succeeds(app):
     barrier = threading.Barrier(24)
     statuses = []
