@@ -154,19 +154,20 @@ def _append_log(text: str | None, first: str | None, lines: str | None) -> str |
 # waiting thread now holds. Once started, this goes on: every write hands both locks from one thread to the other.
 # Measured with 4 threads writing in one process (bench/write_threads.py): 86 % of the acquisitions waited, 2
 # context switches and 236 µs of CPU per request against 107 with one thread. So a writer that finds the turn taken
-# gives up the interpreter lock (a sleep) and tries again, which lets the holder finish, and blocks only after
-# TURN_TRIES (a holder waiting for another process, or for SQLite): 0.5 % waited, 100-114 µs per request.
+# gives up the interpreter lock (sleep(0)) and tries again, which lets the holder finish, and blocks only after
+# TURN_TRIES (a holder waiting for another process, or for SQLite): 0.5 % waited, 119-127 µs per request with 4 or 8
+# threads. (3 tries were enough for 4 threads, not for 8: 331 µs. More tries, or naps between them, measured the same
+# in process and a p99 4-5 ms worse served: each try may let another thread run a whole request first.)
 # For the same reason the file lock is first tried through libc without giving up the interpreter lock (fcntl.flock
 # gives it up for every call, which handed it to another thread twice per write).
-TURN_TRIES = 20
-TURN_NAP_S = 20e-6  # after the first three tries, which only yield
+TURN_TRIES = 5
 
 
 def _take_turn(turn: threading.Lock) -> None:
     if turn.acquire(blocking=False):
         return
-    for i in range(TURN_TRIES):
-        time.sleep(0 if i < 3 else TURN_NAP_S)
+    for _ in range(TURN_TRIES):
+        time.sleep(0)  # gives up the interpreter lock: a holder waiting for it finishes its change
         if turn.acquire(blocking=False):
             return
     turn.acquire()

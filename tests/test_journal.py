@@ -392,7 +392,7 @@ def test_a_writer_waits_for_a_turn_held_longer_than_its_tries(world):
     for t in threads:
         t.start()
     holding.wait(5)
-    time.sleep(0.05)  # well past the writer's tries (3 yields, then naps of TURN_NAP_S): it is blocked by now
+    time.sleep(0.05)  # well past the writer's tries (TURN_TRIES yields): it is blocked by now
     assert order == []
     release.set()
     for t in threads:
