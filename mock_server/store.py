@@ -155,22 +155,56 @@ def _append_log(text: str | None, first: str | None, lines: str | None) -> str |
 # Measured with 4 threads writing in one process (bench/write_threads.py): 86 % of the acquisitions waited, 2
 # context switches and 236 µs of CPU per request against 107 with one thread. So a writer that finds the turn taken
 # gives up the interpreter lock (sleep(0)) and tries again, which lets the holder finish, and blocks only after
-# TURN_TRIES (a holder waiting for another process, or for SQLite): 0.5 % waited, 119-127 µs per request with 4 or 8
-# threads. (3 tries were enough for 4 threads, not for 8: 331 µs. More tries, or naps between them, measured the same
-# in process and a p99 4-5 ms worse served: each try may let another thread run a whole request first.)
-# For the same reason the file lock is first tried through libc without giving up the interpreter lock (fcntl.flock
-# gives it up for every call, which handed it to another thread twice per write).
+# TURN_TRIES, or at once when the holder waits for another process's file lock (`_Turn.away`: trying again would
+# only let other threads run whole requests first): 0.5 % waited, 119-133 µs per request with 4 or 8 threads.
+# (3 tries were enough for 4 threads, not for 8: 331 µs. 20 tries with naps between them measured the same in
+# process, and a p99 3-5 ms worse served.) For the same reason the file lock is first tried through libc without
+# giving up the interpreter lock (fcntl.flock gives it up for every call, which handed it to another thread twice
+# per write). Served (bench/variants.py, same rounds against the code before): 1 worker x 4 threads 3.6k -> 5.0k
+# req/s; 2 workers x 4 threads +3 to +16 % req/s, p99 +1 to +3 ms.
 TURN_TRIES = 5
 
 
-def _take_turn(turn: threading.Lock) -> None:
-    if turn.acquire(blocking=False):
-        return
-    for _ in range(TURN_TRIES):
-        time.sleep(0)  # gives up the interpreter lock: a holder waiting for it finishes its change
-        if turn.acquire(blocking=False):
+class _Turn:
+    """This process's writers one at a time (see above). `away`: the holder waits for another process's file lock,
+    so trying again would only let other threads run whole requests first: a writer then waits in the kernel."""
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.away = False
+
+    def take(self) -> None:
+        lock = self.lock
+        if lock.acquire(blocking=False):
             return
-    turn.acquire()
+        for _ in range(TURN_TRIES):
+            if self.away:
+                break
+            time.sleep(0)  # gives up the interpreter lock: a holder waiting for it finishes its change
+            if lock.acquire(blocking=False):
+                return
+        lock.acquire()
+
+    def release(self) -> None:
+        self.lock.release()
+
+    def __enter__(self) -> "_Turn":
+        self.take()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+    def lock_file(self, fd: int) -> None:
+        """flock(LOCK_EX), by the holder: without giving up the interpreter lock when the lock is free, else
+        waiting for it (away meanwhile)."""
+        if _FLOCK is not None and _FLOCK(fd, fcntl.LOCK_EX | fcntl.LOCK_NB) == 0:
+            return
+        self.away = True  # taken by another process (or interrupted): wait, letting threads run
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        finally:
+            self.away = False
 
 
 def _libc_flock():
@@ -183,12 +217,6 @@ def _libc_flock():
 
 
 _FLOCK = _libc_flock()
-
-
-def _lock_file_exclusive(fd: int) -> None:
-    """flock(LOCK_EX): without giving up the interpreter lock when the lock is free, else waiting for it."""
-    if _FLOCK is None or _FLOCK(fd, fcntl.LOCK_EX | fcntl.LOCK_NB) != 0:
-        fcntl.flock(fd, fcntl.LOCK_EX)  # taken by another process (or interrupted): wait, letting threads run
 
 
 def _unlock_file(fd: int) -> None:
@@ -396,7 +424,7 @@ class Store:
         """This process's own locks, descriptors and copy (also after a fork: never a parent's)."""
         self._pid = os.getpid()
         self._local = threading.local()
-        self._turn = threading.Lock()  # writers of this process, one at a time
+        self._turn = _Turn()  # writers of this process, one at a time
         self._turn_fd: int | None = None  # the file lock that orders writers across processes
         self._version: mmap.mmap | None = None  # the world's version: the lock file's first 8 bytes, shared
         self._journal: mmap.mmap | None = None
@@ -452,10 +480,10 @@ class Store:
         if self._pid != os.getpid():
             self._forked()
         turn = self._turn
-        _take_turn(turn)
+        turn.take()
         try:
             fd = self._lock_file()  # under the thread lock: one descriptor, and the one unlocked is the one locked
-            _lock_file_exclusive(fd)
+            turn.lock_file(fd)
             try:
                 yield
             finally:

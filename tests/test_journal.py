@@ -398,3 +398,31 @@ def test_a_writer_waits_for_a_turn_held_longer_than_its_tries(world):
     for t in threads:
         t.join(5)
     assert order == ["holder done", "writer in"]
+
+
+@pytest.mark.parametrize("away", [False, True])
+def test_a_writer_yields_to_a_holder_that_runs_and_queues_behind_one_that_waits_for_another_process(monkeypatch, away):
+    """While the holder runs (it may only be waiting for the interpreter lock), a writer that finds the turn taken
+    yields and tries again before it blocks; while the holder waits for another process's file lock, it blocks at
+    once. Either way it gets the turn once the holder lets it go."""
+    turn = store_module._Turn()
+    yields = []
+    real_sleep = time.sleep
+    monkeypatch.setattr(store_module.time, "sleep", lambda s: (yields.append(s), real_sleep(s)))
+    turn.take()
+    turn.away = away
+    got = threading.Event()
+
+    def writer():
+        turn.take()
+        got.set()
+        turn.release()
+
+    t = threading.Thread(target=writer)
+    t.start()
+    assert not got.wait(0.1)
+    turn.away = False
+    turn.release()
+    t.join(5)
+    assert got.is_set()
+    assert yields == ([] if away else [0] * store_module.TURN_TRIES)
