@@ -6,8 +6,8 @@ shared journal, over one SQLite file that holds the world between runs.
   when another process has written since, it applies the new records first (under the lock below), so an answer
   never lags a change that any process has acknowledged.
 - **A change** runs under one lock that orders writers across threads and processes (a thread lock, then a file
-  lock on `<state>.lock`, each tried first without waiting: "the write lock without a lock convoy"): the writer catches up with the journal, runs the change against its copy through a
-  `Txn` (which sees its own writes and can be dropped whole), appends the rows it changed to the journal as one
+  lock on `<state>.lock`, each tried first without waiting: see "the write lock without a lock convoy"): the writer
+  catches up with the journal, runs the change against its copy through a `Txn` (which sees its own writes and can be dropped whole), appends the rows it changed to the journal as one
   record (`<state>.journal`, a shared mapping) and applies them to its copy. So N concurrent retries of one FAILED
   subtask, in any number of processes, give exactly one success.
 - **SQLite** gets the changed rows: with `durable` (a `--state-file`), in the same step, before the change is
@@ -206,6 +206,11 @@ class _Turn:
         finally:
             self.away = False
 
+    @staticmethod
+    def unlock_file(fd: int) -> None:
+        if _FLOCK is None or _FLOCK(fd, fcntl.LOCK_UN) != 0:
+            fcntl.flock(fd, fcntl.LOCK_UN)  # raises what went wrong
+
 
 def _libc_flock():
     try:
@@ -217,11 +222,6 @@ def _libc_flock():
 
 
 _FLOCK = _libc_flock()
-
-
-def _unlock_file(fd: int) -> None:
-    if _FLOCK is None or _FLOCK(fd, fcntl.LOCK_UN) != 0:
-        fcntl.flock(fd, fcntl.LOCK_UN)  # raises what went wrong
 
 
 class _Plain(pickle.Unpickler):
@@ -293,23 +293,16 @@ class Image:
         changed_at.update(dict.fromkeys(keys, applied))
         # A task's key ("T", id) moves with any of its rows (the task, its subtasks, their logs): what
         # Store.task_rows reads, in one key instead of two per subtask.
-        for tid, _, _ in tasks:
-            changed_at[("T", tid)] = applied
-        subs_now = self.subs
-        for values in subs:
-            changed_at[("T", values[1])] = applied  # SubtaskRow's task_id
-        for op in log_ops:
-            row = subs_now.get(op[0])
-            if row is not None:
-                changed_at[("T", row.task_id)] = applied
         try:
             for key, value in metas:
                 self.meta[key] = value
             for tid, status, doc in tasks:
                 self.tasks[tid] = (status, doc)
+                changed_at[("T", tid)] = applied
             for values in subs:
                 row = SubtaskRow(*values)
                 self.subs[row.id] = row
+                changed_at[("T", row.task_id)] = applied
                 if row.due_at is None:
                     self.due.pop(row.id, None)
                 else:
@@ -318,6 +311,9 @@ class Image:
                 text = _append_log(self.logs.get(sid), first, lines)
                 if text is not None:
                     self.logs[sid] = text
+                row = self.subs.get(sid)
+                if row is not None:
+                    changed_at[("T", row.task_id)] = applied
         finally:
             self.seq += 1
         if dirty is not None:
@@ -479,17 +475,13 @@ class Store:
         the kernel instead of polling in SQLite's busy-retry loop, which made p99 several hundred ms."""
         if self._pid != os.getpid():
             self._forked()
-        turn = self._turn
-        turn.take()
-        try:
+        with self._turn as turn:
             fd = self._lock_file()  # under the thread lock: one descriptor, and the one unlocked is the one locked
             turn.lock_file(fd)
             try:
                 yield
             finally:
-                _unlock_file(fd)
-        finally:
-            turn.release()
+                turn.unlock_file(fd)
 
     def _lock_file(self) -> int:
         """This process's descriptor of the lock file (made when missing), with its version counter mapped."""
