@@ -70,7 +70,14 @@ def read_body(environ: dict, max_content_length: int) -> bytes:
     # The server ends the stream where the body ends (granian): Werkzeug reads it to its end, as a stream whose
     # length is only bounded (a short one is no error). So is it read here, up to its Content-Length.
     length = int(environ["CONTENT_LENGTH"])
-    return LimitedStream(environ["wsgi.input"], length, is_max=True).read() if length else b""
+    if not length:
+        return b""
+    stream = environ["wsgi.input"]
+    data = stream.read(length)
+    if len(data) < length:  # a server may hand the body over in parts: read on to its end
+        rest = LimitedStream(stream, length - len(data), is_max=True).read()
+        data = data + rest if rest else data
+    return data
 
 
 def _overlap(a: str, b: str) -> bool:

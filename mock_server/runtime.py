@@ -42,6 +42,7 @@ class Runtime:
         self.clock_speed = clock_speed
         self._clock_raw: str | None = None
         self._clock: Clock | None = None
+        self._known_clock: tuple[str, Clock] | None = None  # (stored form, Clock) of the last clock a change read
         self._due: int | None = None  # the earliest due transition at the last look
         self._look_again = 0.0  # time.monotonic() after which tick() looks again
         self._catching = threading.Lock()  # held by the thread applying due transitions
@@ -54,7 +55,12 @@ class Runtime:
             clock = Clock.start(self.clock_speed)
             self.store.set_meta(conn, "clock", clock.dumps())
             return clock
-        return Clock.loads(raw)
+        known = self._known_clock  # once: another thread may assign it meanwhile
+        if known is not None and known[0] == raw:
+            return known[1]
+        clock = Clock.loads(raw)  # a value (frozen): one per stored form, shared by every change that reads it
+        self._known_clock = (raw, clock)
+        return clock
 
     def sync_clock(self) -> None:
         """Applies the configured speed if the world's clock was started with another one (a restart with a new

@@ -269,6 +269,28 @@ def test_admin_put_content_length_as_werkzeug_reads_it(pair, answered):
     assert answered == []
 
 
+def test_read_body_reads_a_body_handed_over_in_parts():
+    """A server's input stream may return less than asked for: the body is read on to its Content-Length (or to
+    the stream's end, which is no error on a terminated stream)."""
+    import io
+
+    class Trickle(io.RawIOBase):  # hands over at most 7 bytes a read
+        def __init__(self, data: bytes):
+            self.data = data
+
+        def readable(self):
+            return True
+
+        def readinto(self, buffer):
+            n = min(7, len(buffer), len(self.data))
+            buffer[:n], self.data = self.data[:n], self.data[n:]
+            return n
+
+    for length, want in ((str(len(REARM)), REARM), ("4200", REARM), ("5", REARM[:5]), ("0", b"")):
+        environ = {"CONTENT_LENGTH": length, "wsgi.input_terminated": True, "wsgi.input": Trickle(REARM)}
+        assert dispatch_module.read_body(environ, 2**20) == want, length
+
+
 def both_raw(pair, method: str, path: str, body: bytes, environ: dict) -> tuple:
     """both(), for an environ the test client would not make: ENVIRON's values replace the built ones (None: the
     key is left out)."""

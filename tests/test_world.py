@@ -364,6 +364,25 @@ def test_format_time():
     assert parse_time(format_time(dt)) == dt
 
 
+def test_parse_time_keeps_a_bounded_memo_and_still_refuses():
+    """parse_time remembers the texts it parsed (a forced state's invariants parse the same times on every call):
+    a text gives the same time every time, the memo never holds more than its bound, and what is not a time
+    with an offset is refused whatever the memo holds."""
+    from mock_server import world as world_module
+
+    start = datetime(2024, 1, 1, tzinfo=timezone(timedelta(hours=8)))
+    texts = [format_time(start + timedelta(milliseconds=i)) for i in range(world_module.PARSED_TIMES_KEPT + 50)]
+    for i, text in enumerate(texts):
+        assert parse_time(text) == start + timedelta(milliseconds=i)
+        assert len(world_module._PARSED_TIMES) <= world_module.PARSED_TIMES_KEPT
+    assert parse_time(texts[-1]) is parse_time(texts[-1])
+    assert parse_time("2024-01-01T00:00:00Z") == datetime(2024, 1, 1, tzinfo=timezone.utc)
+    for bad in ("2024-01-01T00:00:00", "yesterday", "", 5, None):
+        for _ in range(2):
+            with pytest.raises(ValueError):
+                parse_time(bad)
+
+
 # ---------------------------------------------------------------------------------------------
 # check_invariants catches each kind of violation
 # ---------------------------------------------------------------------------------------------
