@@ -43,6 +43,7 @@ class Runtime:
         self._clock_raw: str | None = None
         self._clock: Clock | None = None
         self._known_clock: tuple[str, Clock] | None = None  # (stored form, Clock) of the last clock a change read
+        self._known_ctx: tuple[str | None, Context] | None = None  # (stored seed, Context), the same way
         self._due: int | None = None  # the earliest due transition at the last look
         self._look_again = 0.0  # time.monotonic() after which tick() looks again
         self._catching = threading.Lock()  # held by the thread applying due transitions
@@ -159,19 +160,25 @@ class Runtime:
 
     # -- slices ----------------------------------------------------------------------------------------------
     def _ctx(self, conn) -> Context:
-        return Context(int(self.store.meta(conn, "seed") or 0), self.tz)
+        raw = self.store.meta(conn, "seed")
+        known = self._known_ctx  # once: another thread may assign it meanwhile
+        if known is not None and known[0] == raw:
+            return known[1]
+        ctx = Context(int(raw or 0), self.tz)  # a value (frozen), like the clock
+        self._known_ctx = (raw, ctx)
+        return ctx
 
     def _load(self, conn, task_id: int) -> tuple[TaskSlice | None, set[int]]:
-        task_doc, rows = self.store.task_rows(conn, task_id)
+        task_doc, rows, logged = self.store.task_rows(conn, task_id)
         if task_doc is None:
-            return None, set()
+            return None, logged
         parsed = self.store.parsed
         subs = {
             r.id: Sub(parsed(("s", r.id), r.doc), r.due_at, Scenario.from_dict(orjson.loads(r.scenario)) if r.scenario else None,
                       r.runs, r.run_start)
             for r in rows
         }
-        return TaskSlice(parsed(("t", task_id), task_doc), subs), {r.id for r in rows if r.logged}
+        return TaskSlice(parsed(("t", task_id), task_doc), subs), logged
 
     def _save(self, conn, before: TaskSlice, after: TaskSlice, ctx: Context, logged: set[int]) -> None:
         remember = self.store.remember
