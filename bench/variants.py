@@ -39,6 +39,9 @@ SERVE = [run.VENV_BIN / "python", run.BENCH / "serve_wsgi.py"]
 VARIANTS = {
     "default": ("ocp-mock serve as shipped: 2 workers, 4 blocking threads per worker (--threads 4)", None, "mock"),
     "baseline": ("`default` with --baseline DIR's mock_server/ (another version, same rounds)", None, "mock"),
+    "threads1": ("`ocp-mock serve --threads 1`: one blocking thread per worker", ["--threads", "1"], "cli"),
+    "threads2": ("`ocp-mock serve --threads 2`", ["--threads", "2"], "cli"),
+    "threads8": ("`ocp-mock serve --threads 8`", ["--threads", "8"], "cli"),
     "flask-path": ("every request through Flask (--config fast_path=false): prices the dispatcher",
                    ["--config", "fast_path=false", "--blocking-threads", "4"], "mock"),
     "clock0": ("the mock's clock stopped (--clock-speed 0): no due transitions, so no catch-up writes",
@@ -75,6 +78,9 @@ def ensure_gunicorn() -> None:
 def make_server(name: str, workers: int, bodies: Path, baseline: Path | None = None) -> run.Server:
     _desc, extra, app = VARIANTS[name]
     port = run.free_port()
+    if app == "cli":  # ocp-mock serve itself, with other options
+        argv = [run.VENV_BIN / "ocp-mock", "serve", "--port", port, "--quiet", "--workers", workers, *extra]
+        return run.Server(name, argv, port=port)
     if extra is None:
         argv = [run.VENV_BIN / "ocp-mock", "serve", "--port", port, "--quiet", "--workers", workers]
         if name != "baseline":
@@ -120,7 +126,7 @@ def main(argv=None) -> int:
     try:
         # a mock first, for the world plan and the bare app's bodies
         for n in names:
-            if VARIANTS[n][2] == "mock":
+            if VARIANTS[n][2] in ("mock", "cli"):
                 servers[n] = make_server(n, args.workers, bodies, baseline)
                 servers[n].start(logs)
                 world = run.plan_world(servers[n].port, args.connections)
@@ -135,7 +141,7 @@ def main(argv=None) -> int:
             run.log(f"{n}: answering on :{servers[n].port} after {servers[n].startup_s:.2f} s")
         for wl in workloads:  # warm-up
             for n in names:
-                if VARIANTS[n][2] == "mock":
+                if VARIANTS[n][2] in ("mock", "cli"):
                     run.reset_world(servers[n].port, world if run.WORKLOADS[wl].needs_world else None)
                 run.run_wrk(servers[n], run.WORKLOADS[wl], 2, args.connections, args.threads, world, logs, f"warmup {wl} {n}")
         for rnd in range(args.rounds):
@@ -143,7 +149,7 @@ def main(argv=None) -> int:
             for wl in workloads:
                 for n in order:
                     srv = servers[n]
-                    if VARIANTS[n][2] == "mock":
+                    if VARIANTS[n][2] in ("mock", "cli"):
                         run.reset_world(srv.port, world if run.WORKLOADS[wl].needs_world else None)
                     r = run.run_wrk(srv, run.WORKLOADS[wl], args.seconds, args.connections, args.threads, world, logs,
                                     f"round {rnd + 1} {wl} {n}")

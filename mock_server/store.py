@@ -705,9 +705,10 @@ class Store:
             except Exception:  # noqa: BLE001  decided again under the lock, on the world as it is then
                 pass
             else:
+                staged = self._stage(txn)  # before the lock: it is held only to store the change
                 with self._writer_turn():
                     if self._catch_up() is image and txn.still_holds(start):
-                        return self._commit(image, txn, result)
+                        return self._commit(image, txn, result, staged)
         with self._writer_turn():
             image = self._catch_up()
             txn = Txn(image)
@@ -716,13 +717,22 @@ class Store:
                 return result
             return self._commit(image, txn, result)
 
-    def _commit(self, image: Image, txn: Txn, result):
-        """Stores TXN (made on IMAGE, the caught-up image) and returns RESULT; under the write lock."""
+    @staticmethod
+    def _stage(txn: Txn) -> tuple[tuple, bytes, set] | None:
+        """TXN's record, its journal form and the rows it changes (None: it changed nothing)."""
         if not txn.changed:
-            return result  # a catch-up that found nothing keeps every process's memo
+            return None
         record = txn.record()
-        payload = pickle.dumps(record, protocol=5)
-        keys = record_keys(record)
+        return record, pickle.dumps(record, protocol=5), record_keys(record)
+
+    def _commit(self, image: Image, txn: Txn, result, staged: tuple | None = None):
+        """Stores TXN (made on IMAGE, the caught-up image) and returns RESULT; under the write lock. STAGED: what
+        _stage(TXN) gave, when the caller made it before taking the lock."""
+        if staged is None:
+            staged = self._stage(txn)
+            if staged is None:
+                return result  # a catch-up that found nothing keeps every process's memo
+        record, payload, keys = staged
         end = self._room(4 + len(payload))
         if end is not None and self.durable:  # on disk before anyone sees it: SQLite first, at the record's end
             self._sql_rows(image.staged(record), self._dirty | keys, at=end + 4 + len(payload))
