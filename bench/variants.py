@@ -39,6 +39,8 @@ SERVE = [run.VENV_BIN / "python", run.BENCH / "serve_wsgi.py"]
 VARIANTS = {
     "default": ("ocp-mock serve as shipped: 2 workers, 4 blocking threads per worker (--threads 4)", None, "mock"),
     "baseline": ("`default` with --baseline DIR's mock_server/ (another version, same rounds)", None, "mock"),
+    "default-log": ("`default` with its access log on (no --quiet): the mock as shipped", None, "mock"),
+    "baseline-log": ("`baseline` with its access log on", None, "mock"),
     "threads1": ("`ocp-mock serve --threads 1`: one blocking thread per worker", ["--threads", "1"], "cli"),
     "threads2": ("`ocp-mock serve --threads 2`", ["--threads", "2"], "cli"),
     "threads8": ("`ocp-mock serve --threads 8`", ["--threads", "8"], "cli"),
@@ -82,8 +84,9 @@ def make_server(name: str, workers: int, bodies: Path, baseline: Path | None = N
         argv = [run.VENV_BIN / "ocp-mock", "serve", "--port", port, "--quiet", "--workers", workers, *extra]
         return run.Server(name, argv, port=port)
     if extra is None:
-        argv = [run.VENV_BIN / "ocp-mock", "serve", "--port", port, "--quiet", "--workers", workers]
-        if name != "baseline":
+        quiet = [] if name.endswith("-log") else ["--quiet"]
+        argv = [run.VENV_BIN / "ocp-mock", "serve", "--port", port, *quiet, "--workers", workers]
+        if not name.startswith("baseline"):
             return run.Server(name, argv, port=port)
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(baseline), os.environ.get("PYTHONPATH")]))}
         return run.Server(name, argv, env=env, port=port)
@@ -110,7 +113,7 @@ def main(argv=None) -> int:
     for n in names:
         if n not in VARIANTS:
             raise SystemExit(f"unknown variant {n!r}; known: {', '.join(VARIANTS)}")
-    if "baseline" in names and not (args.baseline and (args.baseline / "mock_server" / "__init__.py").is_file()):
+    if any(n.startswith("baseline") for n in names) and not (args.baseline and (args.baseline / "mock_server" / "__init__.py").is_file()):
         raise SystemExit("the baseline variant needs --baseline DIR, with DIR/mock_server/ in it")
     baseline = args.baseline.resolve() if args.baseline else None
     run.ensure_tools([], install=True)
@@ -154,6 +157,8 @@ def main(argv=None) -> int:
                     r = run.run_wrk(srv, run.WORKLOADS[wl], args.seconds, args.connections, args.threads, world, logs,
                                     f"round {rnd + 1} {wl} {n}")
                     r["variant"] = n
+                    if n.endswith("-log"):  # its access log: kept small (the server appends, so emptying is safe)
+                        os.truncate(logs / f"{n}.log", 0)
                     r.pop("memory_timeline", None)
                     runs.append(r)
                     run.log(f"round {rnd + 1} {wl:9} {n:24}: {r['rps']:8.0f} req/s  {r['cpu_us_per_req']:5.0f} µs CPU/req  p50 {r['p50_ms']:6.2f}  "

@@ -7,6 +7,7 @@ import logging
 import os
 import sys
 
+from .accesslog import AccessFormatter, BatchingHandler, lean_records
 from .app import create_app
 from .config import CONFIG_ENV, Config
 from .world import share_built_worlds
@@ -15,8 +16,9 @@ from .world import share_built_worlds
 def app_from_env():
     config = Config.from_json(os.environ[CONFIG_ENV]) if CONFIG_ENV in os.environ else Config()
     if config.access_log:
-        handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
+        lean_records()
+        handler = BatchingHandler(sys.stderr)
+        handler.setFormatter(AccessFormatter())
         access = logging.getLogger("ocp_mock.access")
         access.addHandler(handler)
         access.setLevel(logging.INFO)

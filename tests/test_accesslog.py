@@ -1,0 +1,99 @@
+"""The served workers' access log (mock_server/accesslog.py): lines in order, written in batches, none lost when a
+worker stops."""
+
+from __future__ import annotations
+
+import io
+import logging
+import multiprocessing
+import re
+import threading
+import time
+
+from mock_server.accesslog import AccessFormatter, BatchingHandler
+
+
+def _logger(name: str, handler: logging.Handler) -> logging.Logger:
+    logger = logging.getLogger(f"test_accesslog.{name}")
+    logger.handlers[:] = [handler]
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+    return logger
+
+
+def _wait_for(predicate, seconds: float = 5.0) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.005)
+    return predicate()
+
+
+def test_lines_are_written_in_order_soon_after_they_are_logged():
+    stream = io.StringIO()
+    logger = _logger("soon", BatchingHandler(stream, interval=0.02))
+    for i in range(3):
+        logger.info("line %d", i)
+    assert _wait_for(lambda: stream.getvalue().count("\n") == 3), stream.getvalue()
+    assert stream.getvalue() == "line 0\nline 1\nline 2\n"
+    logger.info("line 3")  # a later line: the writer wakes again
+    assert _wait_for(lambda: stream.getvalue().endswith("line 3\n")), stream.getvalue()
+
+
+def test_a_full_batch_is_written_at_once_and_flush_writes_the_rest_once():
+    stream = io.StringIO()
+    handler = BatchingHandler(stream, interval=60, limit=100)  # the writer thread would wait a minute
+    logger = _logger("full", handler)
+    for i in range(12):
+        logger.info("a line of twenty %02d", i)  # 21 bytes a line: the fifth fills the batch
+    assert stream.getvalue().count("\n") == 10, stream.getvalue()
+    handler.flush()
+    handler.flush()
+    assert stream.getvalue().splitlines() == [f"a line of twenty {i:02d}" for i in range(12)]
+
+
+def test_threads_logging_at_once_lose_no_line_and_keep_their_order():
+    stream = io.StringIO()
+    handler = BatchingHandler(stream, interval=0.001, limit=4096)
+    logger = _logger("threads", handler)
+
+    def log(t: int):
+        for i in range(500):
+            logger.info("%d %d", t, i)
+
+    threads = [threading.Thread(target=log, args=(t,)) for t in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    handler.flush()
+    lines = [tuple(map(int, line.split())) for line in stream.getvalue().splitlines()]
+    assert sorted(lines) == [(t, i) for t in range(4) for i in range(500)]
+    for t in range(4):
+        assert [i for u, i in lines if u == t] == list(range(500))
+
+
+def _child(path: str) -> None:
+    """A multiprocessing child, as a granian worker is: it logs a line and returns (exit without atexit)."""
+    handler = BatchingHandler(open(path, "a"), interval=60)
+    _logger("child", handler).info("logged just before the worker stopped")
+
+
+def test_a_worker_that_stops_writes_what_it_logged(tmp_path):
+    path = tmp_path / "access.log"
+    child = multiprocessing.get_context("fork").Process(target=_child, args=(str(path),))
+    child.start()
+    child.join(30)
+    assert child.exitcode == 0
+    assert path.read_text() == "logged just before the worker stopped\n"
+
+
+def test_access_formatter_writes_loggings_default_line():
+    record = logging.LogRecord("ocp_mock.access", logging.INFO, __file__, 1, "%s %d", ("POST /x", 200), None)
+    ours, default = AccessFormatter().format(record), logging.Formatter("%(asctime)s %(message)s").format(record)
+    assert ours == default
+    assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} POST /x 200", ours)
+    later = logging.LogRecord("ocp_mock.access", logging.INFO, __file__, 1, "m", (), None)
+    later.created, later.msecs = record.created + 1.5, 500.0  # another second: the date is formatted again
+    assert AccessFormatter().format(later) == logging.Formatter("%(asctime)s %(message)s").format(later)
