@@ -14,7 +14,8 @@ single thread, and times them in CPU time (time.thread_time, so other work on a 
    Rows: retry 400 (10002, RUNNING: the read-only refusal), 404 (99999), 401 (no credentials), GET task 1000,
    GET a list page (page=1&size=10), GET subtask 10001's log, retry 200 of 10001 alone (re-armed to FAILED
    between calls, outside the timed region, through mock.runtime.force_state) and the admin PUT re-arm alone
-   (the subtask retried between calls, untimed; on the fast path the dispatcher answers this admin call too).
+   (the subtask retried between calls, untimed; on the fast path the dispatcher answers this admin call too), and
+   the two as bench/run.py's retry-200 sends them (re-arm, then retry, both timed; the figure is per request).
    Both apps use clock_speed=0 (no due transitions, so no catch-up writes: deterministic). Each pass resets both
    worlds, then times every row on both apps in turn; a cell is the median of the passes. `via` says who
    answered on the fast-path app (checked once per row, untimed).
@@ -161,7 +162,26 @@ class Target:
         for label, (env, expected, setup) in specs.items():
             call, statuses = caller(app, env)
             out[label] = (call, statuses, expected, setup)
+        # retry-200 of bench/run.py in process: the re-arm and the retry one after the other, both timed, the
+        # figure per request (of the two)
+        put_call, _ = caller(app, specs["admin PUT re-arm alone (retry untimed)"][0])
+        retry_call, retry_statuses = caller(app, specs["retry 200 alone (re-arm untimed)"][0])
+        out["re-arm PUT + retry 200 pair, per request (retry-200)"] = (Pair(put_call, retry_call), retry_statuses,
+                                                                       "200", None)
         return out
+
+
+class Pair:
+    """Two calls timed as one; `requests`: what a figure for it is divided by."""
+
+    requests = 2
+
+    def __init__(self, *calls):
+        self.calls = calls
+
+    def __call__(self):
+        for call in self.calls:
+            call()
 
 
 def via(target: Target, call, setup) -> str:
@@ -209,7 +229,8 @@ def whole_requests(fast: Target, flask: Target, n: int, passes: int) -> str:
         for label in labels:
             for t in (fast, flask):
                 call, statuses, expected, setup = rows[t.name][label]
-                us = alone_us(call, setup, writes) if setup else batch_us(call, n)
+                us = alone_us(call, setup, writes) if setup else batch_us(call, writes if isinstance(call, Pair) else n)
+                us /= getattr(call, "requests", 1)
                 times.setdefault((t.name, label), []).append(us)
                 if not statuses[-1].startswith(expected):
                     raise SystemExit(f"{t.name}: {label} answered {statuses[-1]!r}, not {expected}: "
