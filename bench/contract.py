@@ -97,6 +97,9 @@ def contracts_source(tool: str, baseline: Path | None, run_dir: Path) -> str:
     return found
 
 
+ACCESS_LOG_LAG_S = 0.2  # longer than mock_server/accesslog.py's FLUSH_S
+
+
 def served_since(access_log: Path, offset: int) -> tuple[int, dict, int]:
     """(requests that are cases, the others by path prefix, new offset) from the access log past OFFSET."""
     with open(access_log, "rb") as f:
@@ -127,6 +130,7 @@ def tool_count(tool: str, out: str, report: Path) -> int | None:
 def one_run(tool: str, mock: bench.Server, access_log: Path, args, run_dir: Path, label: str) -> dict:
     base = f"http://127.0.0.1:{mock.port}"
     bench.reset_world(mock.port, None)
+    time.sleep(ACCESS_LOG_LAG_S)  # the reset's own line lands before the offset is taken
     offset = access_log.stat().st_size
     argv = command(tool, base, args.max_examples, args.seed, run_dir, label)
     out_path = run_dir / "logs" / f"{label}-{tool}.out"
@@ -144,7 +148,7 @@ def one_run(tool: str, mock: bench.Server, access_log: Path, args, run_dir: Path
     cpu1 = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = (cpu1.ru_utime - cpu0.ru_utime) + (cpu1.ru_stime - cpu0.ru_stime)
     mock_cpu = bench.tree_cpu_s(mock.proc.pid) - mock_cpu0
-    time.sleep(0.2)  # the last access-log line is written before its answer leaves; leave the log a moment anyway
+    time.sleep(ACCESS_LOG_LAG_S)  # the served workers write their access lines in batches, within 50 ms
     cases, other, _ = served_since(access_log, offset)
     out = out_path.read_text(errors="replace")
     own = tool_count(tool, out, run_dir / "logs" / f"{label}-{tool}.json")
@@ -289,8 +293,7 @@ def main(argv=None) -> int:
     }
     bench.log(f"machine: {machine}")
     port = bench.free_port()
-    mock = bench.Server("mock", [bench.VENV_BIN / "ocp-mock", "serve", "--port", port, "--workers", args.workers],
-                        port=port)  # fmt: skip
+    mock = bench.Server("mock", bench.mock_argv(port, args.workers, quiet=False), port=port)  # access log on
     access_log = logs / "mock.log"
     try:
         mock.start(logs)

@@ -304,15 +304,19 @@ def is_mock(name: str) -> bool:
     return name.startswith("mock")
 
 
+def mock_argv(port: int, workers: int, quiet: bool = True, extra=()) -> list:
+    """`ocp-mock serve` on PORT with WORKERS workers (QUIET: no access log), then EXTRA options."""
+    return [VENV_BIN / "ocp-mock", "serve", "--port", port, *(["--quiet"] if quiet else []), "--workers", workers,
+            *extra]
+
+
 def make_servers(names: list[str], workers: int, bodies_file: Path, mock_args: list[str] = ()) -> dict[str, Server]:
     servers = {}
     for name in names:
         port = free_port()
         if name in ("mock", "mock-log"):
             # mock-log: as shipped, with its access log (a line per request); mock: --quiet
-            quiet = ["--quiet"] if name == "mock" else []
-            argv = [VENV_BIN / "ocp-mock", "serve", "--port", port, *quiet, "--workers", workers, *mock_args]
-            servers[name] = Server(name, argv, port=port)
+            servers[name] = Server(name, mock_argv(port, workers, quiet=name == "mock", extra=mock_args), port=port)
         elif name in ("prism", "prism-log"):
             # prism: -v warn, no per-request log lines, as the mock runs with --quiet. prism-log: as shipped, its
             # default "info" level (~4 lines per request), the Prism that the issue's reference figure measured.

@@ -80,15 +80,10 @@ def ensure_gunicorn() -> None:
 def make_server(name: str, workers: int, bodies: Path, baseline: Path | None = None) -> run.Server:
     _desc, extra, app = VARIANTS[name]
     port = run.free_port()
-    if app == "cli":  # ocp-mock serve itself, with other options
-        argv = [run.VENV_BIN / "ocp-mock", "serve", "--port", port, "--quiet", "--workers", workers, *extra]
-        return run.Server(name, argv, port=port)
-    if extra is None:
-        quiet = [] if name.endswith("-log") else ["--quiet"]
-        argv = [run.VENV_BIN / "ocp-mock", "serve", "--port", port, *quiet, "--workers", workers]
-        if not name.startswith("baseline"):
-            return run.Server(name, argv, port=port)
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(baseline), os.environ.get("PYTHONPATH")]))}
+    if app == "cli" or extra is None:  # ocp-mock serve itself (cli: with other options)
+        argv = run.mock_argv(port, workers, quiet=not name.endswith("-log"), extra=extra or ())
+        env = None if not name.startswith("baseline") else \
+            {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(baseline), os.environ.get("PYTHONPATH")]))}
         return run.Server(name, argv, env=env, port=port)
     env = {**os.environ, "BENCH_BARE_BODIES": str(bodies),
            "PYTHONPATH": os.pathsep.join(filter(None, [os.environ.get("PYTHONPATH"), str(PYTOOLS), str(run.BENCH), str(run.ROOT)]))}

@@ -75,8 +75,7 @@ def read_body(environ: dict, max_content_length: int) -> bytes:
     stream = environ["wsgi.input"]
     data = stream.read(length)
     if len(data) < length:  # a server may hand the body over in parts: read on to its end
-        rest = LimitedStream(stream, length - len(data), is_max=True).read()
-        data = data + rest if rest else data
+        data += LimitedStream(stream, length - len(data), is_max=True).read()
     return data
 
 

@@ -33,6 +33,25 @@ ADMIN_EXECUTOR = "127.0.0.1"  # the executor a state forced through the admin AP
 RECHECK_S = 0.010  # how long a process trusts its last look at the clock and the earliest due transition
 
 
+class LastParsed:
+    """PARSE(stored form), kept for the last form seen: changes read the same stored clock and seed over and over,
+    and what they parse to are values (frozen), so they share one."""
+
+    __slots__ = ("parse", "last")
+
+    def __init__(self, parse: Callable[[str | None], object]):
+        self.parse = parse
+        self.last: tuple | None = None  # (stored form, value)
+
+    def __call__(self, raw: str | None):
+        last = self.last  # once: another thread may assign it meanwhile
+        if last is not None and last[0] == raw:
+            return last[1]
+        value = self.parse(raw)
+        self.last = (raw, value)
+        return value
+
+
 class Runtime:
     def __init__(self, store: Store, tz: timezone, clock_speed: float):
         if not 0 <= clock_speed <= MAX_SPEED:
@@ -40,10 +59,9 @@ class Runtime:
         self.store = store
         self.tz = tz
         self.clock_speed = clock_speed
-        self._clock_raw: str | None = None
-        self._clock: Clock | None = None
-        self._known_clock: tuple[str, Clock] | None = None  # (stored form, Clock) of the last clock a change read
-        self._known_ctx: tuple[str | None, Context] | None = None  # (stored seed, Context), the same way
+        self._clock: Clock | None = None  # the clock at tick()'s last look
+        self._parsed_clock = LastParsed(Clock.loads)  # the stored clock, parsed once per stored form
+        self._parsed_ctx = LastParsed(lambda seed: Context(int(seed or 0), tz))  # the same for the seed
         self._due: int | None = None  # the earliest due transition at the last look
         self._look_again = 0.0  # time.monotonic() after which tick() looks again
         self._catching = threading.Lock()  # held by the thread applying due transitions
@@ -56,12 +74,7 @@ class Runtime:
             clock = Clock.start(self.clock_speed)
             self.store.set_meta(conn, "clock", clock.dumps())
             return clock
-        known = self._known_clock  # once: another thread may assign it meanwhile
-        if known is not None and known[0] == raw:
-            return known[1]
-        clock = Clock.loads(raw)  # a value (frozen): one per stored form, shared by every change that reads it
-        self._known_clock = (raw, clock)
-        return clock
+        return self._parsed_clock(raw)
 
     def sync_clock(self) -> None:
         """Applies the configured speed if the world's clock was started with another one (a restart with a new
@@ -118,8 +131,8 @@ class Runtime:
         if mono >= self._look_again:
             raw, self._due = self.store.clock_and_next_due()
             self._look_again = mono + RECHECK_S
-            if raw is not None and raw != self._clock_raw:
-                self._clock, self._clock_raw = Clock.loads(raw), raw
+            if raw is not None:
+                self._clock = self._parsed_clock(raw)
         due, clock = self._due, self._clock  # once each: other threads assign them meanwhile
         if due is not None and clock is not None and due <= clock.now_ms(wall_ms()):
             # One thread of the process applies them; the others answer from the world as it is (at most one
@@ -160,13 +173,7 @@ class Runtime:
 
     # -- slices ----------------------------------------------------------------------------------------------
     def _ctx(self, conn) -> Context:
-        raw = self.store.meta(conn, "seed")
-        known = self._known_ctx  # once: another thread may assign it meanwhile
-        if known is not None and known[0] == raw:
-            return known[1]
-        ctx = Context(int(raw or 0), self.tz)  # a value (frozen), like the clock
-        self._known_ctx = (raw, ctx)
-        return ctx
+        return self._parsed_ctx(self.store.meta(conn, "seed"))
 
     def _load(self, conn, task_id: int) -> tuple[TaskSlice | None, set[int]]:
         task_doc, rows, logged = self.store.task_rows(conn, task_id)
