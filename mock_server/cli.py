@@ -70,6 +70,7 @@ def serve(host, port, seed, workers, users_file, no_auth, strict, spec_path, qui
             access_log=not quiet,
             clock_speed=clock_speed,
             world_cache=folder,
+            threads=threads,
         )
         if spec_path:
             config.spec_path = str(Path(spec_path).resolve())

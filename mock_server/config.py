@@ -73,6 +73,9 @@ class Config:
     # A private folder where the processes of one server keep the worlds they built (world.share_built_worlds);
     # set by the entry points (`ocp-mock serve`: its temporary folder), not read by create_app.
     world_cache: str | None = None
+    # Threads per worker process, as `ocp-mock serve --threads` started them (None: not known here). With 1, a
+    # slow fault (latency, timeout) holds up every call on its worker: the fault board warns when one is set.
+    threads: int | None = None
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self))

@@ -198,6 +198,12 @@ class Rule:
         data["appliesTo"] = list(self.operations)
         return data
 
+    @property
+    def holds_thread(self) -> bool:
+        """Whether an answer under this rule waits (a latency, a timeout), holding the thread that serves it."""
+        return (self.latency is not None and (self.latency.kind != "fixed" or self.latency.a > 0)) \
+            or self.failure == "timeout"
+
     def describe(self) -> str:
         what = [self.latency.describe() if self.latency else "", str(self.failure) if self.failure else ""]
         target = self.operation or self.route
@@ -372,9 +378,10 @@ def parse_faults(value: Any, where: str, spec: "Spec") -> FaultSet:
 class FaultBoard:
     """This process's view of the fault set in force. Reads the store only when the shared change token moved."""
 
-    def __init__(self, store, spec: "Spec"):
+    def __init__(self, store, spec: "Spec", threads: int | None = None):
         self.store = store
         self.spec = spec
+        self.threads = threads  # per worker (Config.threads): with 1, a slow rule is warned about
         fd = os.open(f"{store.path}-faults", os.O_RDWR | os.O_CREAT, 0o644)
         try:
             if os.fstat(fd).st_size < TOKEN_BYTES:
@@ -392,6 +399,12 @@ class FaultBoard:
             return faults
         faults = self._load()
         self._state = (token, faults)  # one assignment: threads never see a token with another token's set
+        if faults is not None and self.threads == 1:
+            slow = [rule.describe() for rule in faults.rules if rule.holds_thread]
+            if slow:
+                log.warning("ocp-mock: fault %s %s the only thread of worker %d (--threads 1) while waiting: "
+                            "every other call on that worker waits with it. Serve with --threads 2 or more to keep "
+                            "them apart.", "; ".join(slow), "holds" if len(slow) == 1 else "hold", os.getpid())
         return faults
 
     def _load(self) -> FaultSet | None:
@@ -596,7 +609,7 @@ BOARD = "ocp_mock.faults"
 def init_app(app: "Flask", mock: "Mock") -> None:
     """Wires the faults and the Prefer header into the request path (app.py's before-request hook calls
     app.extensions[INTERCEPT]) and lets every process notice a reset of the world."""
-    board = FaultBoard(mock.store, mock.spec)
+    board = FaultBoard(mock.store, mock.spec, mock.config.threads)
     app.extensions[BOARD] = board
     app.extensions[INTERCEPT] = make_interceptor(mock, board)
     mock.after_reset.append(board.changed)  # a reset clears the stored faults: every process must notice

@@ -168,6 +168,31 @@ def test_faults_apply_before_authentication(client):
     assert client.get(TASK, headers=VIEWER).status_code == 503
 
 
+@pytest.mark.parametrize("threads, rule, warned", [
+    (1, {"operation": "getTaskInstance", "latency": {"fixedMs": 60}}, True),
+    (1, {"operation": "getTaskInstance", "failure": "timeout", "timeoutSeconds": 1}, True),
+    (1, {"operation": "getTaskInstance", "failure": 503}, False),  # answers at once
+    (1, {"operation": "getTaskInstance", "latency": 0}, False),
+    (4, {"operation": "getTaskInstance", "latency": {"fixedMs": 60}}, False),
+    (None, {"operation": "getTaskInstance", "latency": {"fixedMs": 60}}, False),  # not served by ocp-mock serve
+])
+def test_a_slow_fault_on_a_one_thread_worker_is_warned_about(tmp_path, caplog, threads, rule, warned):
+    """With `--threads 1` a latency or timeout holds the worker's only thread: the first call after the faults
+    change says so in the log, once, and the faults still apply."""
+    from mock_server.app import create_app
+    from mock_server.config import Config
+
+    client = create_app(Config(db_path=str(tmp_path / "w.sqlite3"), threads=threads)).test_client()
+    put_faults(client, rule)
+    with caplog.at_level("WARNING", logger="ocp_mock"):
+        for _ in range(3):
+            client.get("/api/v2/tasks/instances", headers=ADMIN)
+    warnings = [r.getMessage() for r in caplog.records if r.name == "ocp_mock" and "--threads 1" in r.getMessage()]
+    assert len(warnings) == (1 if warned else 0), warnings
+    if warned:
+        assert "rule 1 (getTaskInstance" in warnings[0] and "--threads 2 or more" in warnings[0]
+
+
 def test_fixed_latency_delays_the_answer(client):
     put_faults(client, {"operation": "getTaskInstance", "latency": {"fixedMs": 60}})
     t0 = time.perf_counter()
