@@ -324,15 +324,20 @@ def _settle(sl: TaskSlice, t: int, ctx: Context) -> None:
 
 
 def _settle_task(sl: TaskSlice, t: int, ctx: Context) -> None:
-    task = dict(sl.task)
-    members = [sl.subs[i].doc for i in sorted(sl.subs)]
-    status = derive_task_status((s["status"] for s in members), task.get("operation"))
+    old = sl.task
+    members = [sub.doc for sub in sl.subs.values()]  # the rules below do not depend on the order
+    status = derive_task_status((s["status"] for s in members), old.get("operation"))
+    prohibit = task_prohibits_rollback(members)
+    if (old.get("status") == status and old.get("prohibitRollback") is prohibit
+            and ("finishTime" in old) == (status != "RUNNING")):
+        return  # nothing moves: the task stays the same value (most changes of one subtask)
+    task = dict(old)
     if status == "RUNNING":
         task.pop("finishTime", None)
     elif task.get("status") != status or "finishTime" not in task:
         task["finishTime"] = _stamp(t, ctx)
     task["status"] = status
-    task["prohibitRollback"] = task_prohibits_rollback(members)
+    task["prohibitRollback"] = prohibit
     sl.task = dict(sorted(task.items()))
 
 

@@ -189,7 +189,7 @@ class Runtime:
 
     def _save(self, conn, before: TaskSlice, after: TaskSlice, ctx: Context, logged: set[int]) -> None:
         remember = self.store.remember
-        if after.task != before.task:
+        if after.task is not before.task and after.task != before.task:  # the engine keeps an unchanged task
             doc = dump_data(after.task)
             remember(("t", after.task["id"]), doc, after.task)
             self.store.save_task(conn, after.task["id"], after.task["status"], doc)
