@@ -17,6 +17,8 @@ What runs, on 127.0.0.1, each server in its own process group (killed on exit, C
   mock-log   `ocp-mock serve` as shipped: its access log on (a line per request)
   prism-log  `prism mock openapi.yaml` as shipped: its default "info" log (~4 lines per request); the issue's
              reference figure for Prism (~1.6k req/s) is this one
+  mock-1t    (only when named in --servers) `ocp-mock serve --quiet --workers 1 --threads 1`: the setting for
+             throughput alone (README, --threads), reported with its own target rows
   The two *-log servers write their logs to files under logs/; each is measured (bytes per request) and emptied
   after every wrk run. The pairs compared are matched: mock with prism (both quiet), mock-log with prism-log
   (both as shipped); bare has no log.
@@ -291,6 +293,9 @@ class Server:
 
 
 SERVERS = ("mock", "prism", "bare", "mock-log", "prism-log")
+# Run only when named: the mock in its throughput setting, one process with one thread (README, --threads).
+FAST = "mock-1t"
+FAST_ARGS = ("--threads", "1")
 # The servers that write a log line per request: their log is measured (bytes per request) and emptied after
 # every wrk run, so a run's logs stay small (Prism's default log is ~200 bytes a request, the mock's ~90).
 LOGGING = ("mock-log", "prism-log")
@@ -317,6 +322,8 @@ def make_servers(names: list[str], workers: int, bodies_file: Path, mock_args: l
         if name in ("mock", "mock-log"):
             # mock-log: as shipped, with its access log (a line per request); mock: --quiet
             servers[name] = Server(name, mock_argv(port, workers, quiet=name == "mock", extra=mock_args), port=port)
+        elif name == FAST:
+            servers[name] = Server(name, mock_argv(port, 1, extra=(*FAST_ARGS, *mock_args)), port=port)
         elif name in ("prism", "prism-log"):
             # prism: -v warn, no per-request log lines, as the mock runs with --quiet. prism-log: as shipped, its
             # default "info" level (~4 lines per request), the Prism that the reference figure measured.
@@ -328,7 +335,7 @@ def make_servers(names: list[str], workers: int, bodies_file: Path, mock_args: l
             argv = [VENV_BIN / "python", BENCH / "serve_wsgi.py", "bare", "--port", port, "--workers", workers]
             servers[name] = Server(name, argv, env=env, port=port)
         else:
-            raise SystemExit(f"unknown server {name!r}; known: {', '.join(SERVERS)}")
+            raise SystemExit(f"unknown server {name!r}; known: {', '.join((*SERVERS, FAST))}")
     return servers
 
 
@@ -639,6 +646,15 @@ def evaluate(result: dict) -> list[dict]:
             ratio = mock["rps_median"] / bare["rps_median"]
             row(f"{wl}: >= 80% of bare Flask on granian", f"{ratio:.0%} ({mock['rps_median']:.0f} vs {bare['rps_median']:.0f})",
                 ratio >= 0.8)
+        fast = t.get(f"{wl}/{FAST}")
+        if fast and prism:
+            ratio = fast["rps_median"] / prism["rps_median"]
+            row(f"{wl}: >= 5x Prism static req/s, the mock in its throughput setting ({FAST}: --workers 1 --threads 1)",
+                f"{ratio:.2f}x ({fast['rps_median']:.0f} vs {prism['rps_median']:.0f})", ratio >= 5)
+        if fast and bare:
+            ratio = fast["rps_median"] / bare["rps_median"]
+            row(f"{wl}: >= 80% of bare Flask on granian, {FAST}", f"{ratio:.0%} ({fast['rps_median']:.0f} vs "
+                f"{bare['rps_median']:.0f})", ratio >= 0.8)
         if mock:
             row(f"{wl}: p99 <= 25 ms at {result['config']['connections']} connections",
                 f"{mock['p99_ms_median']:.1f} ms (median of rounds; worst {mock['p99_ms_max']:.1f})",
@@ -731,7 +747,7 @@ def main(argv=None) -> int:
     p.add_argument("--threads", type=int, default=2, help="wrk threads for retry-400/not-found")
     p.add_argument("--workers", type=int, default=2, help="granian workers of mock and bare")
     p.add_argument("--servers", default=",".join(SERVERS),
-                   help="mock and prism run quiet; mock-log and prism-log as shipped, a log line per request")
+                   help=f"mock and prism run quiet; mock-log and prism-log as shipped, a log line per request; {FAST} only when named")
     p.add_argument("--workloads", default=",".join(WORKLOADS))
     p.add_argument("--startup-trials", type=int, default=3, help="extra cold starts of ocp-mock serve to time")
     p.add_argument("--out", type=Path, default=BENCH / "out")
