@@ -631,30 +631,22 @@ def evaluate(result: dict) -> list[dict]:
     def row(name, value, met):
         targets.append({"target": name, "value": value, "met": met})
 
+    def ratio_row(name, ours, theirs, floor, percent=False):
+        """A row for OURS/THEIRS req/s against FLOOR, when both servers ran."""
+        if ours and theirs:
+            ratio = ours["rps_median"] / theirs["rps_median"]
+            shown = f"{ratio:.0%}" if percent else f"{ratio:.2f}x"
+            row(name, f"{shown} ({ours['rps_median']:.0f} vs {theirs['rps_median']:.0f})", ratio >= floor)
+
     for wl in result["workloads"]:
-        mock, prism, bare = (t.get(f"{wl}/{s}") for s in ("mock", "prism", "bare"))
-        if mock and prism:
-            ratio = mock["rps_median"] / prism["rps_median"]
-            row(f"{wl}: >= 5x Prism static req/s", f"{ratio:.2f}x ({mock['rps_median']:.0f} vs {prism['rps_median']:.0f})",
-                ratio >= 5)
-        shipped, prism_shipped = t.get(f"{wl}/mock-log"), t.get(f"{wl}/prism-log")
-        if shipped and prism_shipped:
-            ratio = shipped["rps_median"] / prism_shipped["rps_median"]
-            row(f"{wl}: >= 5x Prism static req/s, both as shipped (request logs on: mock-log / prism-log)",
-                f"{ratio:.2f}x ({shipped['rps_median']:.0f} vs {prism_shipped['rps_median']:.0f})", ratio >= 5)
-        if mock and bare:
-            ratio = mock["rps_median"] / bare["rps_median"]
-            row(f"{wl}: >= 80% of bare Flask on granian", f"{ratio:.0%} ({mock['rps_median']:.0f} vs {bare['rps_median']:.0f})",
-                ratio >= 0.8)
-        fast = t.get(f"{wl}/{FAST}")
-        if fast and prism:
-            ratio = fast["rps_median"] / prism["rps_median"]
-            row(f"{wl}: >= 5x Prism static req/s, the mock in its throughput setting ({FAST}: --workers 1 --threads 1)",
-                f"{ratio:.2f}x ({fast['rps_median']:.0f} vs {prism['rps_median']:.0f})", ratio >= 5)
-        if fast and bare:
-            ratio = fast["rps_median"] / bare["rps_median"]
-            row(f"{wl}: >= 80% of bare Flask on granian, {FAST}", f"{ratio:.0%} ({fast['rps_median']:.0f} vs "
-                f"{bare['rps_median']:.0f})", ratio >= 0.8)
+        mock, prism, bare, fast = (t.get(f"{wl}/{s}") for s in ("mock", "prism", "bare", FAST))
+        ratio_row(f"{wl}: >= 5x Prism static req/s", mock, prism, 5)
+        ratio_row(f"{wl}: >= 5x Prism static req/s, both as shipped (request logs on: mock-log / prism-log)",
+                  t.get(f"{wl}/mock-log"), t.get(f"{wl}/prism-log"), 5)
+        ratio_row(f"{wl}: >= 80% of bare Flask on granian", mock, bare, 0.8, percent=True)
+        ratio_row(f"{wl}: >= 5x Prism static req/s, the mock in its throughput setting ({FAST}: --workers 1 --threads 1)",
+                  fast, prism, 5)
+        ratio_row(f"{wl}: >= 80% of bare Flask on granian, {FAST}", fast, bare, 0.8, percent=True)
         if mock:
             row(f"{wl}: p99 <= 25 ms at {result['config']['connections']} connections",
                 f"{mock['p99_ms_median']:.1f} ms (median of rounds; worst {mock['p99_ms_max']:.1f})",
