@@ -7,9 +7,10 @@ shared journal, over one SQLite file that holds the world between runs.
   never lags a change that any process has acknowledged.
 - **A change** runs under one lock that orders writers across threads and processes (a thread lock, then a file
   lock on `<state>.lock`, each tried first without waiting: see "the write lock without a lock convoy"): the writer
-  catches up with the journal, runs the change against its copy through a `Txn` (which sees its own writes and can be dropped whole), appends the rows it changed to the journal as one
-  record (`<state>.journal`, a shared mapping) and applies them to its copy. So N concurrent retries of one FAILED
-  subtask, in any number of processes, give exactly one success.
+  catches up with the journal, runs the change against its copy through a `Txn` (which sees its own writes and can
+  be dropped whole), appends the rows it changed to the journal as one record (`<state>.journal`, a shared
+  mapping) and applies them to its copy. So N concurrent retries of one FAILED subtask, in any number of
+  processes, give exactly one success.
 - **SQLite** gets the changed rows: with `durable` (a `--state-file`), in the same step, before the change is
   answered (synchronous=FULL: on disk); otherwise written behind, as the final values of the rows changed since the
   last write, whenever the journal wraps, before a reset, and on close. A process that starts while others run
