@@ -115,22 +115,23 @@ class Envelope:
     def __init__(self, server_id: str, utc_offset: str):
         self.tz = parse_offset(utc_offset)
         self._server = orjson.dumps(server_id)
-        self._stamp: tuple[int, bytes] = (-1, b"")  # (ms since the epoch, its timestamp): one format per ms
+        self._second: tuple[int, bytes, bytes] = (-1, b"", b"")  # (second since the epoch, text before the ms, after)
 
     def now(self) -> datetime:
         return datetime.now(self.tz)
 
     def timestamp(self) -> bytes:
-        """Now, to the millisecond, in the server's offset. Formatted once per millisecond (at 30k answers a second,
-        most answers share one; formatting costs ~2 µs)."""
+        """Now, to the millisecond, in the server's offset. The date, time and offset are formatted once per second
+        (~2 µs; at thousands of answers a second most answers fall into a second already formatted); a call only
+        writes its milliseconds into them."""
         ms = time.time_ns() // 1_000_000
-        stamp = self._stamp  # once: other threads assign it meanwhile
-        if stamp[0] == ms:
-            return stamp[1]
         seconds, millis = divmod(ms, 1000)
-        text = datetime.fromtimestamp(seconds, self.tz).replace(microsecond=millis * 1000)
-        stamp = self._stamp = (ms, text.isoformat(timespec="milliseconds").encode())
-        return stamp[1]
+        second = self._second  # once: other threads assign it meanwhile
+        if second[0] != seconds:
+            text = datetime.fromtimestamp(seconds, self.tz).isoformat(timespec="milliseconds").encode()
+            dot = text.index(b".", 19)  # 2024-11-01T08:06:59.000+08:00: the offset follows the 3 digits
+            second = self._second = (seconds, text[:dot + 1], text[dot + 4:])
+        return b"%s%03d%s" % (second[1], millis, second[2])
 
     def success(self, data: bytes | None, status: int, trace_id: str, duration_ms: int) -> bytes:
         """DATA None: OCP's NoDataResponse, the envelope alone."""

@@ -239,9 +239,11 @@ def test_timestamps_are_rfc3339_with_the_configured_offset(tmp_path):
     ("+08:00", 1_700_000_000_123, "2023-11-15T06:13:20.123+08:00"),
     ("-05:30", 1_700_000_000_007, "2023-11-14T16:43:20.007-05:30"),
     ("+00:00", 1_700_000_000_999, "2023-11-14T22:13:20.999+00:00"),
+    ("+08:00", 1_700_063_999_999, "2023-11-15T23:59:59.999+08:00"),  # the next millisecond is the next day
 ])
 def test_the_envelope_timestamp_is_the_millisecond_of_the_answer(monkeypatch, offset, ms, expected):
-    """Formatted once per millisecond: the next millisecond gets its own."""
+    """The date and time are formatted once per second, the milliseconds per call: the next millisecond gets its
+    own, also when it starts the next second."""
     from mock_server import envelope
 
     env = envelope.Envelope("srv", offset)
