@@ -134,7 +134,8 @@ def forced_state(mock: "Mock") -> Callable[[str, Callable[[], bytes]], tuple[int
             if problems:
                 raise OcpError(409, CODE_GENERIC, "The change would break the world's consistency: " + "; ".join(problems))
 
-        return 200, dump_data(runtime.force_state(subtask_id, status, operation, keep_invariants))
+        return 200, mock.store.dumped(("s", subtask_id), runtime.force_state(subtask_id, status, operation,
+                                                                             keep_invariants))
 
     return set_state
 

@@ -310,23 +310,33 @@ def _settle(sl: TaskSlice, t: int, ctx: Context) -> None:
     subs = sl.subs
     rolling_back = sl.task.get("operation") == "ROLLBACK"
     for sub in subs.values():
+        doc = sub.doc
         if rolling_back:
-            if (sub.status == "SUCCESSFUL" and sub.doc.get("operation") == "ROLLBACK"
-                    and all(subs[d].status == "PENDING" for d in sub.doc["downstreams"] if d in subs)):
+            if (doc["status"] == "SUCCESSFUL" and doc.get("operation") == "ROLLBACK"
+                    and all(subs[d].doc["status"] == "PENDING" for d in doc["downstreams"] if d in subs)):
                 _set_doc(sub, status="READY", finishTime=None)
                 sub.due_at = None
-        elif sub.status == "PENDING" and all(subs[u].status == "SUCCESSFUL" for u in sub.doc["upstreams"] if u in subs):
+        elif doc["status"] == "PENDING" and all(subs[u].doc["status"] == "SUCCESSFUL"
+                                                for u in doc["upstreams"] if u in subs):
             _set_doc(sub, status="READY")
             sub.due_at = None
+    statuses = []
     for sub in subs.values():
-        _schedule(sub, t, ctx)
-    _settle_task(sl, t, ctx)
+        status = sub.doc["status"]
+        statuses.append(status)
+        if status not in IN_MOTION:  # _schedule's resting case, inline: most subtasks rest
+            sub.due_at = sub.run_start = None
+        elif sub.due_at is None:
+            _schedule(sub, t, ctx)
+    _settle_task(sl, t, ctx, statuses)
 
 
-def _settle_task(sl: TaskSlice, t: int, ctx: Context) -> None:
+def _settle_task(sl: TaskSlice, t: int, ctx: Context, statuses: list[str] | None = None) -> None:
+    """STATUSES: the subtasks' statuses, when the caller has them."""
     old = sl.task
     members = [sub.doc for sub in sl.subs.values()]  # the rules below do not depend on the order
-    status = derive_task_status((s["status"] for s in members), old.get("operation"))
+    status = derive_task_status(statuses if statuses is not None else (s["status"] for s in members),
+                                old.get("operation"))
     prohibit = task_prohibits_rollback(members)
     if (old.get("status") == status and old.get("prohibitRollback") is prohibit
             and ("finishTime" in old) == (status != "RUNNING")):

@@ -48,7 +48,7 @@ def _subtask_action(action: str, answers_subtask: bool) -> Handler:
         # Refuse without taking the write lock when the state already says no (the common error path).
         lifecycle.check(action, subtask_id, row.status, row.operation)
         doc = mock.runtime.subtask_action(subtask_id, action, row.task_id)
-        return 200, dump_data(doc) if answers_subtask else None
+        return 200, mock.store.dumped(("s", subtask_id), doc) if answers_subtask else None
 
     handle.__name__ = f"{action}_subtask"
     return handle

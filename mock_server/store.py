@@ -248,7 +248,9 @@ def _libc_flock():
         flock = ctypes.PyDLL(None, use_errno=True).flock  # PyDLL: called with the interpreter lock held
     except (OSError, AttributeError):  # no libc to load, or no flock in it
         return None
-    flock.argtypes, flock.restype = (ctypes.c_int, ctypes.c_int), ctypes.c_int
+    # No argtypes: ctypes passes a Python int as a C int by itself, and checking declared types costs 0.7 µs a
+    # call (1.8 against 3.2 µs a lock and unlock here). Both arguments are small ints (a descriptor, LOCK_*).
+    flock.restype = ctypes.c_int
     return flock
 
 
@@ -808,6 +810,12 @@ class Store:
         """Files VALUE as what DOC, row KEY's new wire form, parses to (a writer that just serialised it)."""
         self._parsed[key] = (doc, value)
         return value
+
+    def dumped(self, key: tuple, value: dict) -> bytes:
+        """VALUE in wire form: the stored form when VALUE is what row KEY's stored form parses to (a change just
+        made it, or read it), else serialised now. Saves serialising a changed subtask twice to answer with it."""
+        entry = self._parsed.get(key)
+        return entry[0] if entry is not None and entry[1] is value else dump_data(value)
 
     @contextmanager
     def dry_run(self):

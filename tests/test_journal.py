@@ -12,6 +12,7 @@ import sqlite3
 import threading
 import time
 
+import orjson
 import pytest
 
 from mock_server import Config, create_app, store as store_module
@@ -426,3 +427,20 @@ def test_a_writer_yields_to_a_holder_that_runs_and_queues_behind_one_that_waits_
     t.join(5)
     assert got.is_set()
     assert yields == ([] if away else [0] * store_module.TURN_TRIES)
+
+
+def test_an_answer_reuses_the_wire_form_a_change_stored(tmp_path):
+    """A changed subtask is answered with the bytes its change stored (no second serialisation), and a value the
+    store does not hold as a row's current form is serialised afresh."""
+    from mock_server.envelope import dump_data
+
+    app = create_app(Config(db_path=str(tmp_path / "w.sqlite3"), clock_speed=0))
+    mock = app.extensions["ocp_mock"]
+    doc = mock.runtime.subtask_action(ARMED, "retry")
+    stored = mock.store.subtask(ARMED).doc
+    assert mock.store.dumped(("s", ARMED), doc) is stored
+    assert stored == dump_data(doc)
+    edited = {**doc, "status": "FAILED"}  # equal content is not enough: only the very value the row parses to
+    assert mock.store.dumped(("s", ARMED), edited) == dump_data(edited) != stored
+    answer = app.test_client().put(f"/__mock/subtasks/{ARMED}", json={"status": "FAILED"}).get_json()["data"]
+    assert orjson.loads(mock.store.subtask(ARMED).doc) == answer
