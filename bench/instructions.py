@@ -119,17 +119,12 @@ def counted(python: Path, code_dir: Path | None, row: str, calls: int) -> int:
 
 
 def per_request(python: Path, code_dir: Path | None, row: str, warm: int, n: int) -> float:
-    requests = n * (2 if row == "pair" else 1)
-    with_n = subprocess_pool(lambda calls: counted(python, code_dir, row, calls), (warm, warm + n))
-    return (with_n[1] - with_n[0]) / requests
-
-
-def subprocess_pool(fn, args):
-    """FN over ARGS, two at a time (each valgrind run is one thread; this machine has two cores)."""
+    """ROW's instructions per request: the two valgrind runs side by side (each is one thread; two cores here)."""
     from concurrent.futures import ThreadPoolExecutor
 
     with ThreadPoolExecutor(max_workers=2) as pool:
-        return list(pool.map(fn, args))
+        short, long = pool.map(lambda calls: counted(python, code_dir, row, calls), (warm, warm + n))
+    return (long - short) / (n * (2 if row == "pair" else 1))
 
 
 def served_pair(python: Path, warm: int, n: int) -> float:

@@ -677,14 +677,18 @@ def _check_one(sid: int, s: Mapping) -> tuple[list[str], dict[str, datetime]]:
 
 def _times(s: Mapping) -> dict[str, datetime]:
     """A subtask's times that parse (a neighbour's, under check_invariants' focus)."""
-    times = {}
-    for key in ("createTime", "startTime", "finishTime"):
-        if key in s:
-            try:
-                times[key] = parse_time(s[key])
-            except (ValueError, TypeError):
-                pass
-    return times
+    parsed = {key: _time_of(s, key) for key in ("createTime", "startTime", "finishTime")}
+    return {key: dt for key, dt in parsed.items() if dt is not None}
+
+
+def _time_of(s: Mapping, key: str) -> datetime | None:
+    """One of a subtask's times, when it has it and it parses."""
+    if key not in s:
+        return None
+    try:
+        return parse_time(s[key])
+    except (ValueError, TypeError):
+        return None
 
 
 def check_invariants(subtasks: Iterable[dict], changed: Iterable[int] | None = None) -> list[str]:
@@ -794,16 +798,6 @@ def _own_links(sid: int, s: Mapping, by_id: Mapping[int, Mapping], errors: list[
                 good.append(o)
         links[field] = good
     return links
-
-
-def _time_of(s: Mapping, key: str) -> datetime | None:
-    """One of a neighbour's times, when it has it and it parses (as _times)."""
-    if key not in s:
-        return None
-    try:
-        return parse_time(s[key])
-    except (ValueError, TypeError):
-        return None
 
 
 def _check_focused(by_id: Mapping[int, Mapping], sid: int, errors: list[str]) -> list[str]:
