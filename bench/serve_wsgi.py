@@ -25,7 +25,7 @@ ROOT = BENCH.parent
 
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("app", choices=["bare", "raw", "mock"])
+    p.add_argument("app", choices=["bare", "raw", "lean", "mock"])
     p.add_argument("--port", type=int, required=True)
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--blocking-threads", type=int, default=4,
@@ -66,6 +66,10 @@ def main(argv=None) -> None:
         target, factory = "mock_server.wsgi:app_from_env", True
     elif args.app == "raw":
         target, factory = "bare_app:raw_app", False
+    elif args.app == "lean":  # its workers share one state file, made afresh for this server
+        folder = tempfile.mkdtemp(prefix="ocp-mock-bench-lean-")
+        os.environ["BENCH_LEAN_STATE"] = str(Path(folder) / "statuses")
+        target, factory = "lean_app:app", False
     else:
         target, factory = "bare_app:app", False
 

@@ -11,8 +11,9 @@ the mock's own app factory (mock_server.wsgi:app_from_env) started by bench/serv
 the same options as `ocp-mock serve`, so a variant differs from `default` only in what its argv names: another
 granian setting, another server (gunicorn), or a Config field (`--config FIELD=JSON`, e.g. `flask-path`:
 fast_path=false, every request through Flask instead of mock_server/dispatch.py). `bare` and `raw` are the
-ceilings (bench/bare_app.py) on the same server options. `baseline` is `default` with the mock_server/ of
---baseline DIR first on PYTHONPATH (a checkout or `git archive` of another version). mock_server/ is not edited.
+ceilings (bench/bare_app.py) on the same server options; `lean` (bench/lean_app.py) is the floor of a stateful
+answer to retry-200's pair: shared statuses under a cross-process lock, the envelope, no model of OCP.
+`baseline` is `default` with the mock_server/ of --baseline DIR first on PYTHONPATH (a checkout or `git archive` of another version). mock_server/ is not edited.
 Variants run alternately, in a rotating order, several rounds; the world is reset before every run.
 gunicorn is installed on demand into bench/.tools/py (pip --target), not into .venv.
 Writes bench/out/variants-<time>.json and .md (and bench/out/variants-latest.md).
@@ -68,6 +69,8 @@ VARIANTS = {
     "gthread": ("gunicorn gthread 2 workers x 8 threads", ["--server", "gunicorn-gthread", "--threads", "8"], "mock"),
     "bare": ("bare Flask constant, 4 blocking threads (the Flask ceiling)", [], "bare"),
     "raw": ("plain WSGI callable returning the same constants, no Flask, 4 blocking threads", [], "raw"),
+    "lean": ("the least a stateful mock does for retry-200 (bench/lean_app.py: shared statuses under a "
+             "cross-process lock, envelope by orjson), plain WSGI, 4 blocking threads", [], "lean"),
     "bare-bt1": ("bare Flask constant, granian blocking_threads=1", ["--blocking-threads", "1"], "bare"),
     "bare-bt2": ("bare Flask constant, granian blocking_threads=2", ["--blocking-threads", "2"], "bare"),
 }
