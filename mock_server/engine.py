@@ -141,13 +141,26 @@ class Sub:
 @dataclass
 class TaskSlice:
     """One task and all its subtasks. The task and subtask dicts are values: a change replaces them (a new dict),
-    never edits them in place, so a copy of the slice shares them safely."""
+    never edits them in place, so a copy of the slice shares them safely.
+
+    A copy shares its Subs too, until it changes one: `edit` gives the slice a Sub of its own first (copy on
+    write). So a change copies only the subtasks it touches, and a Sub that is the same object in two slices is the
+    same value (Runtime._save skips it). Every change to a Sub in this module goes through `edit`."""
 
     task: dict  # the task as stored (TaskInstance fields without subtasks, plus subtaskIds)
     subs: dict[int, Sub]  # every subtask of the task, by id
+    mine: set = field(default_factory=set, compare=False, repr=False)  # ids of the Subs this slice may change
 
     def copy(self) -> "TaskSlice":
-        return TaskSlice(self.task, {sid: sub.copy() for sid, sub in self.subs.items()})
+        return TaskSlice(self.task, dict(self.subs))
+
+    def edit(self, sid: int) -> Sub:
+        """The slice's Sub SID, to change: its own copy (made now unless it has one)."""
+        if sid in self.mine:
+            return self.subs[sid]
+        sub = self.subs[sid] = self.subs[sid].copy()
+        self.mine.add(sid)
+        return sub
 
 
 def rng(ctx: Context, *key) -> random.Random:
@@ -309,25 +322,29 @@ def _schedule(sub: Sub, t: int, ctx: Context) -> None:
 def _settle(sl: TaskSlice, t: int, ctx: Context) -> None:
     subs = sl.subs
     rolling_back = sl.task.get("operation") == "ROLLBACK"
-    for sub in subs.values():
+    for sid, sub in subs.items():  # (edit replaces a value, never adds a key: safe while iterating)
         doc = sub.doc
         if rolling_back:
             if (doc["status"] == "SUCCESSFUL" and doc.get("operation") == "ROLLBACK"
                     and all(subs[d].doc["status"] == "PENDING" for d in doc["downstreams"] if d in subs)):
+                sub = sl.edit(sid)
                 _set_doc(sub, status="READY", finishTime=None)
                 sub.due_at = None
         elif doc["status"] == "PENDING" and all(subs[u].doc["status"] == "SUCCESSFUL"
                                                 for u in doc["upstreams"] if u in subs):
+            sub = sl.edit(sid)
             _set_doc(sub, status="READY")
             sub.due_at = None
     statuses = []
-    for sub in subs.values():
+    for sid, sub in subs.items():
         status = sub.doc["status"]
         statuses.append(status)
         if status not in IN_MOTION:  # _schedule's resting case, inline: most subtasks rest
-            sub.due_at = sub.run_start = None
+            if sub.due_at is not None or sub.run_start is not None:
+                sub = sl.edit(sid)
+                sub.due_at = sub.run_start = None
         elif sub.due_at is None:
-            _schedule(sub, t, ctx)
+            _schedule(sl.edit(sid), t, ctx)
     _settle_task(sl, t, ctx, statuses)
 
 
@@ -375,7 +392,7 @@ def step(sl: TaskSlice, now: int, ctx: Context) -> TaskSlice:
         if due is None or due[0] > now:
             return sl
         t, sid = due
-        _transition(sl, sl.subs[sid], t, ctx)
+        _transition(sl, sl.edit(sid), t, ctx)
         _settle(sl, t, ctx)
 
 
@@ -383,7 +400,7 @@ def act_on_subtask(sl: TaskSlice, now: int, ctx: Context, subtask_id: int, actio
     """The slice after the API action (retry, skip, cancel: lifecycle.RULES) on one of its subtasks at NOW, the
     engine caught up before and reacting after. Raises OCP's 400 when the action is not legal then."""
     sl = step(sl, now, ctx)
-    sub = sl.subs[subtask_id]
+    sub = sl.edit(subtask_id)
     sub.doc = lifecycle.apply(action, sub.doc, sl.task.get("operation"))
     sub.due_at = None  # what was planned for it no longer holds
     _settle(sl, now, ctx)
@@ -397,7 +414,8 @@ def act_on_task(sl: TaskSlice, now: int, ctx: Context, action: str) -> TaskSlice
     sl.task, docs = lifecycle.apply_task(action, sl.task, [sl.subs[i].doc for i in ids])
     for sid, doc in zip(ids, docs):
         if doc != sl.subs[sid].doc:
-            sl.subs[sid].doc, sl.subs[sid].due_at = doc, None
+            sub = sl.edit(sid)
+            sub.doc, sub.due_at = doc, None
     _settle(sl, now, ctx)
     return sl
 
@@ -407,7 +425,7 @@ def force_state(sl: TaskSlice, now: int, ctx: Context, subtask_id: int, status: 
     """The slice after the admin API forced a subtask's state at NOW (lifecycle.set_state); CHECK sees the task's
     subtasks afterwards and may raise to refuse."""
     sl = step(sl, now, ctx)
-    sub = sl.subs[subtask_id]
+    sub = sl.edit(subtask_id)
     sub.doc = lifecycle.set_state(sub.doc, status or sub.status, operation, to_datetime(now, ctx.tz), executor)
     sub.due_at = None
     check([sl.subs[i].doc for i in sorted(sl.subs)])
@@ -418,7 +436,7 @@ def force_state(sl: TaskSlice, now: int, ctx: Context, subtask_id: int, status: 
 def set_scenario(sl: TaskSlice, now: int, ctx: Context, subtask_id: int, scenario: Scenario | None) -> TaskSlice:
     """The slice after a subtask's scenario was set (None: back to the seed's) at NOW; its run count restarts."""
     sl = step(sl, now, ctx)
-    sub = sl.subs[subtask_id]
+    sub = sl.edit(subtask_id)
     _replan(sub, now, ctx)
     sub.scenario, sub.runs = scenario, 0
     _settle(sl, now, ctx)

@@ -195,6 +195,8 @@ class Runtime:
             self.store.save_task(conn, after.task["id"], after.task["status"], doc)
         for sid, sub in after.subs.items():
             old = before.subs[sid]
+            if sub is old:  # the engine changed it not (engine.TaskSlice: copy on write); a loaded Sub logs nothing
+                continue
             if (sub.doc, sub.due_at, sub.scenario, sub.runs, sub.run_start) != (
                     old.doc, old.due_at, old.scenario, old.runs, old.run_start):
                 doc = dump_data(sub.doc) if sub.doc is not old.doc else self.store.wire_of(conn, sid)

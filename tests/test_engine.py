@@ -3,6 +3,7 @@ of seeded worlds: no store, no HTTP, no sleeping (time is an argument)."""
 
 from __future__ import annotations
 
+import copy
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -269,38 +270,75 @@ ACTIONS = st.one_of(
 )
 
 
+def _calls(action: tuple, now: int, ctx: Context, world: dict[int, TaskSlice]) -> list[tuple]:
+    """What ACTIONS' ACTION does to WORLD at NOW: (task id, the engine call on its slice, the refusals it may
+    raise as (status, code)) for each slice it touches."""
+    ids = sorted(world)
+    owner = {sid: tid for tid, sl in world.items() for sid in sl.subs}
+    subtask = sorted(owner)
+    if action[0] == "advance":
+        return [(tid, lambda sl: engine.step(sl, now, ctx), ()) for tid in ids]
+    if action[0] == "subtask":
+        sid = subtask[action[2] % len(subtask)]
+        return [(owner[sid], lambda sl: engine.act_on_subtask(sl, now, ctx, sid, action[1]), ((400, 20003),))]
+    if action[0] == "task":
+        return [(ids[action[2] % len(ids)], lambda sl: engine.act_on_task(sl, now, ctx, action[1]),
+                 ((400, 20003), (400, 20004)))]
+    sid = subtask[action[1] % len(subtask)]
+    return [(owner[sid], lambda sl: engine.set_scenario(sl, now, ctx, sid, action[2]), ())]
+
+
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(seed=st.integers(0, 2**32 - 1), actions=st.lists(ACTIONS, min_size=1, max_size=25))
 def test_invariants_hold_after_every_action_and_every_clock_move(seed, actions):
     ctx, world = slices(seed, 6)
-    ids = sorted(world)
-    owner = {sid: tid for tid, sl in world.items() for sid in sl.subs}
-    subtask_ids = sorted(owner)
     now = T0
     for action in actions:
         if action[0] == "advance":
             now += action[1]
-            world = {tid: engine.step(sl, now, ctx) for tid, sl in world.items()}
-        elif action[0] == "subtask":
-            sid = subtask_ids[action[2] % len(subtask_ids)]
+        for tid, call, refusals in _calls(action, now, ctx, world):
             try:
-                world[owner[sid]] = engine.act_on_subtask(world[owner[sid]], now, ctx, sid, action[1])
+                world[tid] = call(world[tid])
             except OcpError as refused:
-                assert (refused.status, refused.code) == (400, 20003)
-        elif action[0] == "task":
-            tid = ids[action[2] % len(ids)]
-            try:
-                world[tid] = engine.act_on_task(world[tid], now, ctx, action[1])
-            except OcpError as refused:
-                assert (refused.status, refused.code) in ((400, 20003), (400, 20004))
-        else:
-            sid = subtask_ids[action[1] % len(subtask_ids)]
-            world[owner[sid]] = engine.set_scenario(world[owner[sid]], now, ctx, sid, action[2])
+                assert (refused.status, refused.code) in refusals
         for sl in world.values():
             assert problems(sl) == []
             docs = [s.doc for s in sl.subs.values()]
             assert sl.task["status"] == derive_task_status((d["status"] for d in docs), sl.task["operation"])
             assert all(s.due_at is None or s.due_at > now for s in sl.subs.values()) or action[0] != "advance"
+
+
+def _value(sl: TaskSlice) -> tuple:
+    """Everything a slice holds, as values (to tell whether anything changed it)."""
+    return (dict(sl.task), {sid: (dict(s.doc), s.due_at, s.scenario, s.runs, s.run_start, tuple(s.log))
+                            for sid, s in sl.subs.items()})
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(seed=st.integers(0, 2**32 - 1), actions=st.lists(ACTIONS, min_size=1, max_size=25))
+def test_a_change_leaves_its_input_slice_as_it_was(seed, actions):
+    """TaskSlice copies on write: the result shares the Subs it did not change with the input, so a change that
+    edited a shared Sub in place would alter the slice the runtime saves against (Runtime._save), and one that
+    read a Sub another slice had changed would differ from the same change made on its own."""
+    ctx, world = slices(seed, 6)
+    now = T0
+    for action in actions:
+        if action[0] == "advance":
+            now += action[1]
+        for tid, call, _ in _calls(action, now, ctx, world):
+            before = world[tid]
+            value = _value(before)
+            try:
+                after = call(before)
+            except OcpError:
+                after = before
+            assert _value(before) == value
+            try:  # the same change on a slice that shares nothing with anything gives the same value
+                alone = call(copy.deepcopy(before))
+            except OcpError:
+                alone = before
+            assert _value(alone) == _value(after)
+            world[tid] = after
 
 
 @settings(max_examples=30, deadline=None)
