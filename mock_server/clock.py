@@ -61,5 +61,25 @@ def to_datetime(ms: int, tz: timezone) -> datetime:
     return (_EPOCH + timedelta(milliseconds=ms)).astimezone(tz)
 
 
+_SECONDS: dict[tuple, tuple[str, str]] = {}  # (second, tz) -> (the date and time to the second, the offset)
+SECONDS_KEPT = 256  # past it the memo starts afresh
+_MILLIS = tuple(f".{i:03d}" for i in range(1000))  # (formatting 3 digits costs more than the rest of a stamp)
+
+
+def format_ms(ms: int, tz: timezone) -> str:
+    """Mock (or epoch) time MS as the wire writes times, ISO-8601 to the millisecond with TZ's offset
+    (``2021-08-25T15:09:35.626+08:00``, world.format_time of to_datetime(MS, TZ)). The date, time and offset are
+    formatted once per second: answers and changes stamp many times within one (2.7 against 0.3 µs a stamp)."""
+    second, milli = divmod(ms, 1000)
+    parts = _SECONDS.get((second, tz))
+    if parts is None:
+        text = to_datetime(second * 1000, tz).isoformat(timespec="milliseconds")  # the offset follows .000
+        parts = (text[:19], text[23:])  # (years have 4 digits)
+        if len(_SECONDS) >= SECONDS_KEPT:
+            _SECONDS.clear()
+        _SECONDS[(second, tz)] = parts
+    return f"{parts[0]}{_MILLIS[milli]}{parts[1]}"
+
+
 def from_datetime(dt: datetime) -> int:
     return (dt - _EPOCH) // timedelta(milliseconds=1)

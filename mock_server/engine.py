@@ -32,14 +32,13 @@ from datetime import timezone
 from typing import Callable
 
 from . import lifecycle, logs
-from .clock import to_datetime
+from .clock import format_ms
 from .world import (
     ACTIVE,
     FIXTURE_FAILED_SUBTASK_ID,
     FIXTURE_SUBTASK_IDS,
     ROLLED_BACK_OPERATIONS,
     derive_task_status,
-    format_time,
     task_prohibits_rollback,
 )
 
@@ -242,7 +241,7 @@ def thread_of(sub: Sub, ctx: Context) -> str:
 # ------------------------------------------------------------------------------------------ transitions
 
 def _stamp(ms: int, ctx: Context) -> str:
-    return format_time(to_datetime(ms, ctx.tz))
+    return format_ms(ms, ctx.tz)
 
 
 def _set_doc(sub: Sub, **changes) -> None:
@@ -426,7 +425,7 @@ def force_state(sl: TaskSlice, now: int, ctx: Context, subtask_id: int, status: 
     subtasks afterwards and may raise to refuse."""
     sl = step(sl, now, ctx)
     sub = sl.edit(subtask_id)
-    sub.doc = lifecycle.set_state(sub.doc, status or sub.status, operation, to_datetime(now, ctx.tz), executor)
+    sub.doc = lifecycle.set_state(sub.doc, status or sub.status, operation, _stamp(now, ctx), executor)
     sub.due_at = None
     check([sl.subs[i].doc for i in sorted(sl.subs)])
     _settle(sl, now, ctx)

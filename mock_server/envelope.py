@@ -12,6 +12,8 @@ from datetime import datetime, timedelta, timezone
 
 import orjson
 
+from .clock import format_ms
+
 # OCP error codes (ErrorCodes in OCP's task framework and its REST exception handler).
 CODE_GENERIC = 0
 TASK_NOT_EXISTS = 20000
@@ -115,23 +117,14 @@ class Envelope:
     def __init__(self, server_id: str, utc_offset: str):
         self.tz = parse_offset(utc_offset)
         self._server = orjson.dumps(server_id)
-        self._second: tuple[int, bytes, bytes] = (-1, b"", b"")  # (second since the epoch, text before the ms, after)
 
     def now(self) -> datetime:
         return datetime.now(self.tz)
 
     def timestamp(self) -> bytes:
-        """Now, to the millisecond, in the server's offset. The date, time and offset are formatted once per second
-        (~2 µs; at thousands of answers a second most answers fall into a second already formatted); a call only
-        writes its milliseconds into them."""
-        ms = time.time_ns() // 1_000_000
-        seconds, millis = divmod(ms, 1000)
-        second = self._second  # once: other threads assign it meanwhile
-        if second[0] != seconds:
-            text = datetime.fromtimestamp(seconds, self.tz).isoformat(timespec="milliseconds").encode()
-            dot = text.index(b".", 19)  # 2024-11-01T08:06:59.000+08:00: the offset follows the 3 digits
-            second = self._second = (seconds, text[:dot + 1], text[dot + 4:])
-        return b"%s%03d%s" % (second[1], millis, second[2])
+        """Now, to the millisecond, in the server's offset (clock.format_ms: at thousands of answers a second most
+        fall into a second already formatted)."""
+        return format_ms(time.time_ns() // 1_000_000, self.tz).encode()
 
     def success(self, data: bytes | None, status: int, trace_id: str, duration_ms: int) -> bytes:
         """DATA None: OCP's NoDataResponse, the envelope alone."""

@@ -9,10 +9,9 @@ keeping the world's invariants. What happens next (runs, the task's status) is e
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
 
 from .envelope import prohibit_rollback, state_invalid
-from .world import FINISHED, STARTED, format_time, task_prohibits_rollback
+from .world import FINISHED, STARTED, parse_time, task_prohibits_rollback
 
 
 @dataclass(frozen=True)
@@ -128,28 +127,23 @@ def apply_task(action: str, task: dict, subtasks: list[dict]) -> tuple[dict, lis
     return new_task, changed
 
 
-def set_state(subtask: dict, status: str, operation: str | None, now: datetime, executor: str) -> dict:
-    """Forces STATUS (and OPERATION) on a subtask, adjusting times and executor so the invariants still hold:
-    a started status gets a startTime and executor, a finished one a finishTime, others lose finishTime;
-    PENDING is a subtask that never ran."""
+def set_state(subtask: dict, status: str, operation: str | None, stamp: str, executor: str) -> dict:
+    """Forces STATUS (and OPERATION) on a subtask at STAMP (a wire time), adjusting times and executor so the
+    invariants still hold: a started status gets a startTime and executor, a finished one a finishTime, others lose
+    finishTime; PENDING is a subtask that never ran."""
     doc = dict(subtask)
-    stamp = format_time(now)
     if status == "PENDING":
         for key in ("startTime", "finishTime", "executor"):
             doc.pop(key, None)
     if status in STARTED and "startTime" not in doc:
-        doc["startTime"] = max(stamp, doc.get("createTime", stamp), key=_instant)
+        doc["startTime"] = max(stamp, doc.get("createTime", stamp), key=parse_time)
         doc.setdefault("executor", executor)
     if status in FINISHED:
         if "finishTime" not in doc:
-            doc["finishTime"] = max(stamp, doc["startTime"], key=_instant)
+            doc["finishTime"] = max(stamp, doc["startTime"], key=parse_time)
     else:
         doc.pop("finishTime", None)
     doc["status"] = status
     if operation is not None:
         doc["operation"] = operation
     return dict(sorted(doc.items()))
-
-
-def _instant(text: str) -> datetime:
-    return datetime.fromisoformat(text)

@@ -23,11 +23,11 @@ from typing import Callable
 import orjson
 
 from . import engine, logs
-from .clock import MAX_SPEED, Clock, to_datetime, wall_ms
+from .clock import MAX_SPEED, Clock, format_ms, wall_ms
 from .engine import Context, Scenario, Sub, TaskSlice
 from .envelope import dump_data, not_found
 from .store import Store
-from .world import ACTIVE, format_time
+from .world import ACTIVE
 
 ADMIN_EXECUTOR = "127.0.0.1"  # the executor a state forced through the admin API gets, if it needs one
 RECHECK_S = 0.010  # how long a process trusts its last look at the clock and the earliest due transition
@@ -99,7 +99,7 @@ class Runtime:
 
     def format(self, ms: int) -> str:
         """A mock time as the wire writes times."""
-        return format_time(to_datetime(ms, self.tz))
+        return format_ms(ms, self.tz)
 
     def advance(self, ms: int) -> tuple[Clock, int]:
         """Moves the clock MS forward and applies everything that fell due, in time order. (clock, transitions)."""

@@ -12,7 +12,7 @@ from mock_server import lifecycle
 from mock_server.envelope import OcpError
 from mock_server.spec import load_spec
 from mock_server.config import SPEC_PATH
-from mock_server.world import build_world, check_invariants
+from mock_server.world import build_world, check_invariants, format_time
 
 SPEC = load_spec(str(SPEC_PATH))
 STATUSES = SPEC.enum("SubtaskState")
@@ -70,7 +70,7 @@ def test_set_state_keeps_each_subtask_consistent(seed, pick, status, operation):
     Whether its neighbours allow that state is the admin API's check, tested over HTTP."""
     world = build_world(seed, task_count=5)
     sub = world.subtasks[pick % len(world.subtasks)]
-    forced = lifecycle.set_state(sub, status, operation, NOW, "10.0.0.9")
+    forced = lifecycle.set_state(sub, status, operation, format_time(NOW), "10.0.0.9")
     assert forced["status"] == status
     assert forced.get("operation") == (operation or sub.get("operation"))
     own = [p for p in check_invariants([{**forced, "upstreams": [], "downstreams": []}])]

@@ -364,6 +364,19 @@ def test_format_time():
     assert parse_time(format_time(dt)) == dt
 
 
+@settings(max_examples=300, deadline=None)
+@given(ms=st.integers(-62_135_596_800_000 + 86_400_000, 253_402_300_799_999 - 86_400_000),
+       offset_min=st.integers(-23 * 60 - 59, 23 * 60 + 59), again=st.integers(-1500, 1500))
+def test_format_ms_writes_what_format_time_writes(ms, offset_min, again):
+    """format_ms formats each second once: any millisecond of any second, in any offset, and a second one near it
+    (the same second or the next, as a change stamps), reads as format_time writes it."""
+    from mock_server.clock import format_ms, to_datetime
+
+    tz = timezone(timedelta(minutes=offset_min))
+    for at in (ms, ms + again, ms):
+        assert format_ms(at, tz) == format_time(to_datetime(at, tz))
+
+
 def test_parse_time_keeps_a_bounded_memo_and_still_refuses():
     """parse_time remembers the texts it parsed (a forced state's invariants parse the same times on every call):
     a text gives the same time every time, the memo never holds more than its bound, and what is not a time
@@ -523,7 +536,7 @@ def test_the_focused_check_finds_what_the_whole_check_finds(seed, pick, data):
     status = data.draw(st.sampled_from(SUBTASK_STATES))
     operation = data.draw(st.sampled_from((None, *SUBTASK_OPERATIONS)))
     when = data.draw(st.datetimes(datetime(2024, 1, 1), datetime(2027, 1, 1), timezones=st.just(timezone.utc)))
-    changed = lifecycle.set_state(target, status, operation, when, "127.0.0.1")
+    changed = lifecycle.set_state(target, status, operation, format_time(when), "127.0.0.1")
     if data.draw(st.booleans()):  # also a time out of order, as a hand-made state might have
         changed = {**changed, "createTime": format_time(when + timedelta(days=400))}
     after = [changed if s["id"] == target["id"] else s for s in members]
