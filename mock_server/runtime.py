@@ -33,6 +33,9 @@ ADMIN_EXECUTOR = "127.0.0.1"  # the executor a state forced through the admin AP
 RECHECK_S = 0.010  # how long a process trusts its last look at the clock and the earliest due transition
 
 
+LOADED_KEPT = 2048  # Subs kept by Runtime._load; past it they are let go at once
+
+
 class LastParsed:
     """PARSE(stored form), kept for the last form seen: changes read the same stored clock and seed over and over,
     and what they parse to are values (frozen), so they share one."""
@@ -65,6 +68,9 @@ class Runtime:
         self._due: int | None = None  # the earliest due transition at the last look
         self._look_again = 0.0  # time.monotonic() after which tick() looks again
         self._catching = threading.Lock()  # held by the thread applying due transitions
+        # subtask id -> (row, the Sub loaded from it): a slice shares its Subs with every slice loaded or changed
+        # from it, and none of them edits one (engine.TaskSlice: copy on write), so a row loads once
+        self._loaded: dict[int, tuple] = {}
         store.after_load = self._after_load
 
     # -- the clock ---------------------------------------------------------------------------------------
@@ -179,12 +185,19 @@ class Runtime:
         task_doc, rows, logged = self.store.task_rows(conn, task_id)
         if task_doc is None:
             return None, logged
-        parsed = self.store.parsed
-        subs = {
-            r.id: Sub(parsed(("s", r.id), r.doc), r.due_at, Scenario.from_dict(orjson.loads(r.scenario)) if r.scenario else None,
-                      r.runs, r.run_start)
-            for r in rows
-        }
+        parsed, loaded = self.store.parsed, self._loaded
+        subs = {}
+        for r in rows:
+            hit = loaded.get(r.id)  # once: another thread may assign it meanwhile
+            if hit is not None and hit[0] == r:  # (the doc is most often the same bytes object: no compare)
+                subs[r.id] = hit[1]
+                continue
+            sub = subs[r.id] = Sub(parsed(("s", r.id), r.doc), r.due_at,
+                                   Scenario.from_dict(orjson.loads(r.scenario)) if r.scenario else None,
+                                   r.runs, r.run_start)
+            if len(loaded) >= LOADED_KEPT:
+                loaded.clear()
+            loaded[r.id] = (r, sub)
         return TaskSlice(parsed(("t", task_id), task_doc), subs), logged
 
     def _save(self, conn, before: TaskSlice, after: TaskSlice, ctx: Context, logged: set[int]) -> None:

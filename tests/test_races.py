@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from conftest import ADMIN
 from mock_server import lifecycle
-from mock_server.engine import Sub, TaskSlice
+from mock_server.engine import Scenario, Sub, TaskSlice
 from mock_server.runtime import Runtime
 from mock_server.world import build_world
 
@@ -65,3 +65,40 @@ def test_noting_a_change_reads_the_known_due_time_once():
     runtime = _RacedRuntime()
     runtime._noted(TaskSlice({"id": 1}, {1: Sub({"id": 1, "status": "RUNNING"}, due_at=7)}))
     assert runtime.looks == 1 and runtime.set_to == 5
+
+
+def _value(sl: TaskSlice) -> tuple:
+    return sl.task, {sid: (s.doc, s.due_at, s.scenario, s.runs, s.run_start, s.log) for sid, s in sl.subs.items()}
+
+
+def test_a_load_shares_the_subs_of_rows_that_did_not_change(mock):
+    """Runtime._load keeps the Sub it made from each row: a task loaded again shares the Subs of the rows that
+    stayed as they were, makes new ones for those that changed, and always holds what loading afresh gives (after
+    a change, a scenario set and a reset to another seed alike)."""
+    runtime, store = mock.runtime, mock.store
+
+    def load(task_id: int = 1000) -> TaskSlice:
+        return store.transaction(lambda conn: runtime._load(conn, task_id))[0]
+
+    def afresh(task_id: int = 1000) -> TaskSlice:
+        runtime._loaded.clear()
+        return load(task_id)
+
+    first = load()
+    again = load()
+    assert all(again.subs[sid] is first.subs[sid] for sid in first.subs)
+    runtime.subtask_action(10001, "retry")
+    after = load()
+    assert after.subs[10001] is not first.subs[10001] and after.subs[10001].status == "READY"
+    changed = {sid for sid in first.subs if after.subs[sid].doc != first.subs[sid].doc}
+    assert 10001 in changed
+    assert all(after.subs[sid] is first.subs[sid] for sid in first.subs if sid not in changed)
+    assert _value(after) == _value(afresh())
+    runtime.set_scenario(10003, Scenario(outcome="fail"))
+    assert load().subs[10003].scenario == Scenario(outcome="fail")
+    assert _value(load()) == _value(afresh())
+    before_reset = load()
+    mock.reset(mock.config.seed + 1)
+    reloaded = load()
+    assert _value(reloaded) == _value(afresh())
+    assert reloaded.subs[10003].scenario is None and before_reset.subs[10003].scenario is not None
