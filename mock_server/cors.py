@@ -84,6 +84,12 @@ class CorsPolicy:
 
 
 def _add_vary(headers: list[tuple[str, str]], names: Iterable[str]) -> list[tuple[str, str]]:
+    """HEADERS with one Vary header that names NAMES (distinct) after what Vary headers there named already."""
+    for key, _ in headers:
+        if key.lower() == "vary":
+            break
+    else:  # no Vary yet: most answers
+        return [*headers, ("Vary", ", ".join(names))]
     present = []
     rest = []
     for key, value in headers:
@@ -114,7 +120,7 @@ class CorsMiddleware:
             return self.preflight(environ, start_response, origin)
 
         def start(status, headers, exc_info=None):
-            headers = _add_vary(list(headers), ["Origin"])
+            headers = _add_vary(headers, ("Origin",))
             if allowed:
                 headers = [h for h in headers if not h[0].lower().startswith("access-control-")]
                 headers += [

@@ -171,3 +171,14 @@ def test_serve_takes_cors_origin_options():
         assert default.status_code == 405, "--cors-origin replaces the default origins"
     finally:
         server.stop()
+
+
+def test_vary_is_one_header_that_keeps_what_the_answer_named():
+    from mock_server.cors import _add_vary
+
+    plain = [("Content-Type", "application/json")]
+    assert _add_vary(plain, ("Origin",)) == [("Content-Type", "application/json"), ("Vary", "Origin")]
+    assert plain == [("Content-Type", "application/json")]  # the answer's own list is left as it was
+    named = [("vary", "Accept-Encoding, origin"), ("X-A", "1"), ("Vary", "Cookie")]
+    assert _add_vary(named, ("Origin", "Access-Control-Request-Method")) == [
+        ("X-A", "1"), ("Vary", "Accept-Encoding, origin, Cookie, Access-Control-Request-Method")]
