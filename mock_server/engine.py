@@ -378,7 +378,7 @@ def settle(sl: TaskSlice, t: int, ctx: Context) -> TaskSlice:
 
 def next_due(sl: TaskSlice) -> tuple[int, int] | None:
     """(due time, subtask id) of the earliest due transition, or None."""
-    due = [(s.due_at, s.id) for s in sl.subs.values() if s.due_at is not None]
+    due = [(s.due_at, sid) for sid, s in sl.subs.items() if s.due_at is not None]
     return min(due) if due else None
 
 
