@@ -28,6 +28,12 @@ ADMIN = basic("admin", "admin")
 VIEWER = basic("viewer", "viewer")
 
 
+def slice_value(sl) -> tuple:
+    """Everything an engine.TaskSlice holds, as values copied out (to tell whether anything changed it)."""
+    return (dict(sl.task), {sid: (dict(s.doc), s.due_at, s.scenario, s.runs, s.run_start, tuple(s.log))
+                            for sid, s in sl.subs.items()})
+
+
 def retry_path(task_id=1000, subtask_id=10001) -> str:
     return f"/api/v2/tasks/instances/{task_id}/subtasks/{subtask_id}/retry"
 

@@ -11,6 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from jsonschema import Draft202012Validator
 
+from conftest import slice_value
 from mock_server import engine
 from mock_server.clock import Clock, from_datetime
 from mock_server.config import SPEC_PATH
@@ -308,12 +309,6 @@ def test_invariants_hold_after_every_action_and_every_clock_move(seed, actions):
             assert all(s.due_at is None or s.due_at > now for s in sl.subs.values()) or action[0] != "advance"
 
 
-def _value(sl: TaskSlice) -> tuple:
-    """Everything a slice holds, as values (to tell whether anything changed it)."""
-    return (dict(sl.task), {sid: (dict(s.doc), s.due_at, s.scenario, s.runs, s.run_start, tuple(s.log))
-                            for sid, s in sl.subs.items()})
-
-
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(seed=st.integers(0, 2**32 - 1), actions=st.lists(ACTIONS, min_size=1, max_size=25))
 def test_a_change_leaves_its_input_slice_as_it_was(seed, actions):
@@ -327,17 +322,17 @@ def test_a_change_leaves_its_input_slice_as_it_was(seed, actions):
             now += action[1]
         for tid, call, _ in _calls(action, now, ctx, world):
             before = world[tid]
-            value = _value(before)
+            value = slice_value(before)
             try:
                 after = call(before)
             except OcpError:
                 after = before
-            assert _value(before) == value
+            assert slice_value(before) == value
             try:  # the same change on a slice that shares nothing with anything gives the same value
                 alone = call(copy.deepcopy(before))
             except OcpError:
                 alone = before
-            assert _value(alone) == _value(after)
+            assert slice_value(alone) == slice_value(after)
             world[tid] = after
 
 

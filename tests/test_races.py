@@ -3,7 +3,7 @@ from the rules (never a 500)."""
 
 from __future__ import annotations
 
-from conftest import ADMIN
+from conftest import ADMIN, slice_value
 from mock_server import lifecycle
 from mock_server.engine import Scenario, Sub, TaskSlice
 from mock_server.runtime import Runtime
@@ -67,10 +67,6 @@ def test_noting_a_change_reads_the_known_due_time_once():
     assert runtime.looks == 1 and runtime.set_to == 5
 
 
-def _value(sl: TaskSlice) -> tuple:
-    return sl.task, {sid: (s.doc, s.due_at, s.scenario, s.runs, s.run_start, s.log) for sid, s in sl.subs.items()}
-
-
 def test_a_load_shares_the_subs_of_rows_that_did_not_change(mock):
     """Runtime._load keeps the Sub it made from each row: a task loaded again shares the Subs of the rows that
     stayed as they were, makes new ones for those that changed, and always holds what loading afresh gives (after
@@ -93,12 +89,12 @@ def test_a_load_shares_the_subs_of_rows_that_did_not_change(mock):
     changed = {sid for sid in first.subs if after.subs[sid].doc != first.subs[sid].doc}
     assert 10001 in changed
     assert all(after.subs[sid] is first.subs[sid] for sid in first.subs if sid not in changed)
-    assert _value(after) == _value(afresh())
+    assert slice_value(after) == slice_value(afresh())
     runtime.set_scenario(10003, Scenario(outcome="fail"))
     assert load().subs[10003].scenario == Scenario(outcome="fail")
-    assert _value(load()) == _value(afresh())
+    assert slice_value(load()) == slice_value(afresh())
     before_reset = load()
     mock.reset(mock.config.seed + 1)
     reloaded = load()
-    assert _value(reloaded) == _value(afresh())
+    assert slice_value(reloaded) == slice_value(afresh())
     assert reloaded.subs[10003].scenario is None and before_reset.subs[10003].scenario is not None
