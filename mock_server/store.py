@@ -709,9 +709,12 @@ class Store:
                 pass
             else:
                 staged = self._stage(txn)  # before the lock: it is held only to store the change
-                with self._writer_turn():
-                    if self._catch_up() is image and txn.still_holds(start):
-                        return self._commit(image, txn, result, staged)
+                if staged is not None and self._publish_optimistic(image, start, txn, staged):
+                    return result
+                if staged is None:
+                    with self._writer_turn():
+                        if self._catch_up() is image and txn.still_holds(start):
+                            return result
         with self._writer_turn():
             image = self._catch_up()
             txn = Txn(image)
@@ -719,6 +722,55 @@ class Store:
             if getattr(self._local, "dry_run", False):
                 return result
             return self._commit(image, txn, result)
+
+    def _publish_optimistic(self, image: Image, start: int, txn: Txn, staged: tuple) -> bool:
+        """Stores an optimistic change (STAGED, made on IMAGE after START records) if nothing it read has moved;
+        False if something has (the caller runs it again under the write lock).
+
+        The file lock, which every process's writers queue for, is held only to catch up, check and append: the
+        change is applied to this process's image after the file lock is let go, with the thread turn still held,
+        so no thread of this process sees the world between the two (a reader that finds the world's version
+        moved catches up under the turn)."""
+        if self._pid != os.getpid():
+            self._forked()
+        turn = self._turn
+        turn.take()
+        try:
+            fd = self._lock_file()
+            turn.lock_file(fd)
+            try:
+                if self._catch_up() is not image or not txn.still_holds(start):
+                    return False
+                published = self._append(image, staged)
+            finally:
+                turn.unlock_file(fd)
+            if published is not None:
+                record, keys, head, version = published
+                image.apply(record, None if self.durable else self._dirty, keys)
+                self._at = head
+                self._seen = (image, version)
+            return True
+        finally:
+            turn.release()
+
+    def _append(self, image: Image, staged: tuple) -> tuple | None:
+        """Under the write lock: STAGED (a change made on IMAGE, the caught-up image) into the journal (and, when
+        durable, SQLite first), and the world's version moved. Returns what applies it to IMAGE: (record, keys,
+        the journal's head and the version after it); None when it went through SQLite instead (the image was
+        let go: every process reloads)."""
+        record, payload, keys = staged
+        end = self._room(4 + len(payload))
+        if end is not None and self.durable:  # on disk before anyone sees it: SQLite first, at the record's end
+            self._sql_rows(image.staged(record), self._dirty | keys, at=end + 4 + len(payload))
+        if end is None:  # larger than the journal: through SQLite, and everyone reloads
+            self._sql_rows(image.staged(record), self._dirty | keys)
+            self._restart_journal()
+            self._moved()
+            return None
+        self._write_record(end, payload)
+        head = self._journal[_HEAD]
+        self._moved()
+        return record, keys, head, self._version[:VERSION_BYTES]
 
     @staticmethod
     def _stage(txn: Txn) -> tuple[tuple, bytes, set] | None:
@@ -735,20 +787,11 @@ class Store:
             staged = self._stage(txn)
             if staged is None:
                 return result  # a catch-up that found nothing keeps every process's memo
-        record, payload, keys = staged
-        end = self._room(4 + len(payload))
-        if end is not None and self.durable:  # on disk before anyone sees it: SQLite first, at the record's end
-            self._sql_rows(image.staged(record), self._dirty | keys, at=end + 4 + len(payload))
-        if end is None:  # larger than the journal: through SQLite, and everyone reloads
-            self._sql_rows(image.staged(record), self._dirty | keys)
-            self._restart_journal()
-            self._moved()
-            return result
-        self._write_record(end, payload)
-        image.apply(record, None if self.durable else self._dirty, keys)
-        self._at = self._journal[_HEAD]
-        self._moved()
-        self._seen = (image, self._version[:VERSION_BYTES])
+        published = self._append(image, staged)
+        if published is not None:
+            record, keys, self._at, version = published
+            image.apply(record, None if self.durable else self._dirty, keys)
+            self._seen = (image, version)
         return result
 
     def _sql(self, work: Callable[[sqlite3.Connection], object]):

@@ -444,3 +444,31 @@ def test_an_answer_reuses_the_wire_form_a_change_stored(tmp_path):
     assert mock.store.dumped(("s", ARMED), edited) == dump_data(edited) != stored
     answer = app.test_client().put(f"/__mock/subtasks/{ARMED}", json={"status": "FAILED"}).get_json()["data"]
     assert orjson.loads(mock.store.subtask(ARMED).doc) == answer
+
+
+def test_an_optimistic_change_is_applied_here_after_the_file_lock_is_let_go(world, monkeypatch):
+    """The file lock is held to check and append a change only; this process applies it to its copy afterwards,
+    under its thread turn, and no thread of it reads the world in between."""
+    store = Store(world)
+    store.subtask(ARMED)
+    other = os.open(world + ".lock", os.O_RDWR)
+    real_apply = store_module.Image.apply
+    seen = []
+
+    def apply(self, record, dirty=None, keys=None):
+        try:
+            fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(other, fcntl.LOCK_UN)
+            seen.append(("file lock free", "turn held" if store._turn.lock.locked() else "turn free"))
+        except BlockingIOError:
+            seen.append(("file lock held",))
+        return real_apply(self, record, dirty, keys)
+
+    monkeypatch.setattr(store_module.Image, "apply", apply)
+    try:
+        runs = _bump(store, ARMED, optimistic=True)
+    finally:
+        os.close(other)
+    assert seen == [("file lock free", "turn held")]
+    assert store.subtask(ARMED).runs == runs
+    assert Store(world).subtask(ARMED).runs == runs, "and every other process sees it"
