@@ -472,3 +472,27 @@ def test_an_optimistic_change_is_applied_here_after_the_file_lock_is_let_go(worl
     assert seen == [("file lock free", "turn held")]
     assert store.subtask(ARMED).runs == runs
     assert Store(world).subtask(ARMED).runs == runs, "and every other process sees it"
+
+
+@pytest.mark.parametrize("busy_tries", [store_module.FLOCK_TRIES - 1, store_module.FLOCK_TRIES])
+def test_a_writer_tries_the_file_lock_again_before_it_waits_in_the_kernel(monkeypatch, busy_tries):
+    """Another process's writer holds the file lock only a few microseconds: a writer that finds it taken tries
+    again at once, keeping the interpreter lock, and waits in the kernel (fcntl.flock, away meanwhile) only when
+    it is still taken after FLOCK_TRIES tries."""
+    calls, waits = [], []
+
+    def libc_flock(fd, op):
+        calls.append(op)
+        return -1 if len(calls) <= busy_tries else 0
+
+    def kernel_wait(fd, op):
+        waits.append((op, turn.away))
+
+    monkeypatch.setattr(store_module, "_FLOCK", libc_flock)
+    monkeypatch.setattr(store_module.fcntl, "flock", kernel_wait)
+    turn = store_module._Turn()
+    turn.lock_file(7)
+    tries = min(busy_tries + 1, store_module.FLOCK_TRIES)
+    assert calls == [fcntl.LOCK_EX | fcntl.LOCK_NB] * tries
+    assert waits == ([] if busy_tries < store_module.FLOCK_TRIES else [(fcntl.LOCK_EX, True)])
+    assert not turn.away
