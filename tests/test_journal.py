@@ -496,3 +496,22 @@ def test_a_writer_tries_the_file_lock_again_before_it_waits_in_the_kernel(monkey
     assert calls == [fcntl.LOCK_EX | fcntl.LOCK_NB] * tries
     assert waits == ([] if busy_tries < store_module.FLOCK_TRIES else [(fcntl.LOCK_EX, True)])
     assert not turn.away
+
+
+def test_a_records_keys_name_every_row_it_changes_and_only_those():
+    doc = b'{"id": 10001}'
+    record = ((("clock", "{}"), ("seed", "7")), ((1000, "RUNNING", b"{}"),),
+              ((10001, 1000, "FAILED", "EXECUTE", doc, None, None, 0, None),
+               (10002, 1000, "RUNNING", "EXECUTE", doc, 5, None, 1, 3)),
+              ((10001, None, "a line"), (10003, "first", None)))
+    assert store_module.record_keys(record) == {("m", "clock"), ("m", "seed"), ("t", 1000), ("s", 10001),
+                                                ("s", 10002), ("l", 10001), ("l", 10003)}
+    assert store_module.record_keys(((), (), ((10001, 1000, "FAILED", None, doc, None, None, 0, None),), ())) \
+        == {("s", 10001)}
+    assert store_module.record_keys(((), (), (), ())) == set()
+
+
+def test_a_journal_row_of_the_wrong_length_is_refused():
+    image = store_module.Image({}, {}, {}, {})
+    with pytest.raises(TypeError):
+        image.apply(((), (), ((10001, 1000, "FAILED"),), ()))
