@@ -18,10 +18,21 @@ import multiprocessing.util
 import os
 import threading
 import time
-from typing import TextIO
+from typing import Callable, TextIO
 
 FLUSH_S = 0.05
 BATCH_BYTES = 64 * 1024
+access_log = logging.getLogger("ocp_mock.access")
+
+
+def log_access(trace_id: str, method: str, path: str, status: int, t0: float) -> None:
+    """The access log's line for one answer (t0: time.perf_counter() when the request came in)."""
+    message = "%s %s %s %d %.1fms" % (trace_id, method, path, status, (time.perf_counter() - t0) * 1000)
+    line = direct(access_log)  # a served worker's batch, when logging would only put the line there
+    if line is None:
+        access_log.info(message)
+    else:
+        line(message)
 
 
 class AccessFormatter(logging.Formatter):
@@ -33,11 +44,19 @@ class AccessFormatter(logging.Formatter):
         self._second: tuple[int, str] = (-1, "")
 
     def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
-        second = int(record.created)
+        return self._when(record.created, record.msecs)
+
+    def _when(self, created: float, msecs: float) -> str:
+        second = int(created)
         known = self._second  # once: another thread may assign it meanwhile
         if known[0] != second:
-            known = self._second = (second, time.strftime(self.default_time_format, self.converter(record.created)))
-        return self.default_msec_format % (known[1], record.msecs)
+            known = self._second = (second, time.strftime(self.default_time_format, self.converter(created)))
+        return self.default_msec_format % (known[1], msecs)
+
+    def line(self, created: float, message: str) -> str:
+        """The line a record of MESSAGE made at CREATED (time.time()) formats to: its msecs as LogRecord computes
+        them."""
+        return f"{self._when(created, int((created - int(created)) * 1000) + 0.0)} {message}"
 
 
 def lean_records() -> None:
@@ -47,6 +66,22 @@ def lean_records() -> None:
     logging.logThreads = False
     logging.logProcesses = False
     logging.logMultiprocessing = False
+
+
+def direct(logger: logging.Logger) -> "Callable[[str], None] | None":
+    """What writes LOGGER's INFO lines straight into its batch, when logging would do nothing else with them: its only
+    handler is a BatchingHandler with an AccessFormatter, and no filter, level or disabling stands between (a
+    served worker's access log, wsgi.py). Then a line is formatted as the formatter formats a record, without the
+    record (logging's LogRecord and handler calls: 4.7 against 1.2 µs a line). None otherwise: log through LOGGER."""
+    handlers = logger.handlers
+    if len(handlers) != 1 or logger.filters or logger.disabled or not logger.isEnabledFor(logging.INFO):
+        return None
+    handler = handlers[0]
+    formatter = handler.formatter
+    if (type(handler) is not BatchingHandler or type(formatter) is not AccessFormatter or handler.filters
+            or handler.level > logging.INFO):
+        return None
+    return handler.direct_line
 
 
 class BatchingHandler(logging.Handler):
@@ -69,6 +104,10 @@ class BatchingHandler(logging.Handler):
         except Exception:  # noqa: BLE001  logging's own way: report it, never fail the request
             self.handleError(record)
             return
+        self.add(line)
+
+    def add(self, line: str) -> None:
+        """LINE, formatted, into the batch."""
         with self.lock:  # (logging holds it already around emit: a re-entrant lock)
             first = not self._lines
             self._lines.append(line)
@@ -80,6 +119,10 @@ class BatchingHandler(logging.Handler):
             if self._writer_pid != os.getpid():  # the first line of this process (also after a fork)
                 self._start_writer()
             self._pending.set()
+
+    def direct_line(self, message: str) -> None:
+        """MESSAGE logged now at INFO, formatted as the AccessFormatter formats a record (see direct)."""
+        self.add(self.formatter.line(time.time(), message))
 
     def _start_writer(self) -> None:
         with self.lock:

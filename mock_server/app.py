@@ -19,6 +19,7 @@ from flask import Flask, Response, g, request
 from werkzeug.exceptions import HTTPException
 
 from . import world as world_module
+from .accesslog import log_access
 from .auth import ANONYMOUS, DEFAULT_USERS, Authenticator, load_users
 from .config import Config
 from .envelope import CODE_GENERIC, Envelope, OcpError, invalid_parameters, new_trace_id
@@ -32,7 +33,6 @@ if TYPE_CHECKING:
     from .signature import SignedRequest
 
 log = logging.getLogger("ocp_mock")
-access_log = logging.getLogger("ocp_mock.access")
 JSON = "application/json"
 # Answers about the request's size, made before any operation runs; they use the error envelope. Injected faults
 # (faults.py, g.ocp_injected) are checked the same way: against ErrorResponse, whatever the operation declares.
@@ -164,10 +164,6 @@ def http_error(exc: HTTPException, method: str, path: str) -> OcpError:
     else:
         message = exc.description or exc.name
     return OcpError(exc.code or 500, CODE_GENERIC, message, headers=headers)
-
-
-def log_access(trace_id: str, method: str, path: str, status: int, t0: float) -> None:
-    access_log.info("%s %s %s %d %.1fms", trace_id, method, path, status, (time.perf_counter() - t0) * 1000)
 
 
 def _trace_id() -> str:

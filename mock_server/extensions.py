@@ -14,10 +14,10 @@ so CORS preflights of those paths list their real methods, as they do for the Fl
 
 from __future__ import annotations
 
-import logging
-import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
+
+from .accesslog import log_access
 
 if TYPE_CHECKING:
     from flask import Flask
@@ -25,7 +25,6 @@ if TYPE_CHECKING:
     from .app import Mock
 
 WSGI_ROUTES = "ocp_mock.wsgi_routes"
-access_log = logging.getLogger("ocp_mock.access")
 
 
 def init_extensions(app: "Flask", mock: "Mock") -> None:
@@ -57,5 +56,4 @@ def route_methods(app: "Flask", environ: dict) -> tuple[str, ...]:
 def log_wsgi_access(mock: "Mock", environ: dict, status: int, t0: float) -> None:
     """The access-log line for an answer made below Flask (same format as app.py's; no traceId)."""
     if mock.config.access_log:
-        access_log.info("%s %s %s %d %.1fms", "-", environ.get("REQUEST_METHOD"), environ.get("PATH_INFO"),
-                        status, (time.perf_counter() - t0) * 1000)
+        log_access("-", environ.get("REQUEST_METHOD"), environ.get("PATH_INFO"), status, t0)

@@ -7,7 +7,7 @@ import logging
 import os
 import sys
 
-from .accesslog import AccessFormatter, BatchingHandler, lean_records
+from .accesslog import AccessFormatter, BatchingHandler, access_log, lean_records
 from .app import create_app
 from .config import CONFIG_ENV, Config
 from .world import share_built_worlds
@@ -19,10 +19,9 @@ def app_from_env():
         lean_records()
         handler = BatchingHandler(sys.stderr)
         handler.setFormatter(AccessFormatter())
-        access = logging.getLogger("ocp_mock.access")
-        access.addHandler(handler)
-        access.setLevel(logging.INFO)
-        access.propagate = False
+        access_log.addHandler(handler)
+        access_log.setLevel(logging.INFO)
+        access_log.propagate = False
     share_built_worlds(config.world_cache)
     app = create_app(config)
     # What start-up made (spec, validators, Flask, the seeded world) lives as long as the worker: out of the

@@ -97,3 +97,58 @@ def test_access_formatter_writes_loggings_default_line():
     later = logging.LogRecord("ocp_mock.access", logging.INFO, __file__, 1, "m", (), None)
     later.created, later.msecs = record.created + 1.5, 500.0  # another second: the date is formatted again
     assert AccessFormatter().format(later) == logging.Formatter("%(asctime)s %(message)s").format(later)
+
+
+def _served(name: str, stream) -> tuple[logging.Logger, BatchingHandler]:
+    """A logger set up as a served worker's access log (wsgi.py)."""
+    handler = BatchingHandler(stream, interval=0.02)
+    handler.setFormatter(AccessFormatter())
+    return _logger(name, handler), handler
+
+
+def test_a_served_access_line_skips_logging_and_reads_as_logging_writes_it(monkeypatch):
+    from mock_server import accesslog
+    from mock_server.accesslog import direct
+
+    stream = io.StringIO()
+    logger, handler = _served("direct", stream)
+    assert direct(logger) == handler.direct_line
+    records = []
+    monkeypatch.setattr(logger, "makeRecord", lambda *a, **k: records.append(a) or logging.Logger.makeRecord(logger, *a, **k))
+    monkeypatch.setattr(accesslog, "access_log", logger)
+    accesslog.log_access("t1", "POST", "/x", 200, time.perf_counter())
+    logger.info("through logging")  # the two ways share one batch, in order
+    assert _wait_for(lambda: stream.getvalue().count("\n") == 2), stream.getvalue()
+    first, second = stream.getvalue().splitlines()
+    assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} t1 POST /x 200 \d+\.\dms", first), first
+    assert second.endswith(" through logging")
+    assert len(records) == 1, "the access line made no LogRecord"
+    for created in (1_764_600_000.0, 1_764_600_000.999, 1_764_600_001.0004):
+        record = logging.LogRecord("ocp_mock.access", logging.INFO, __file__, 1, "m %d", (7,), None)
+        record.created = created
+        record.msecs = int((created - int(created)) * 1000) + 0.0
+        assert handler.formatter.line(created, "m 7") == handler.formatter.format(record)
+
+
+def test_an_access_line_goes_through_logging_whenever_logging_would_do_more_with_it():
+    from mock_server.accesslog import direct
+
+    def changed(how):
+        logger, handler = _served(f"more-{how}", io.StringIO())
+        if how == "handler":
+            logger.addHandler(logging.NullHandler())
+        elif how == "filter":
+            logger.addFilter(lambda r: True)
+        elif how == "handler-filter":
+            handler.addFilter(lambda r: True)
+        elif how == "level":
+            logger.setLevel(logging.WARNING)
+        elif how == "disabled":
+            logger.disabled = True
+        elif how == "formatter":
+            handler.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
+        return direct(logger)
+
+    for how in ("handler", "filter", "handler-filter", "level", "disabled", "formatter"):
+        assert changed(how) is None, how
+    assert direct(logging.getLogger("test_accesslog.no-handler")) is None
