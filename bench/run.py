@@ -17,8 +17,8 @@ What runs, on 127.0.0.1, each server in its own process group (killed on exit, C
   mock-log   `ocp-mock serve` as shipped: its access log on (a line per request)
   prism-log  `prism mock openapi.yaml` as shipped: its default "info" log (~4 lines per request); the issue's
              reference figure for Prism (~1.6k req/s) is this one
-  mock-1t    (only when named in --servers) `ocp-mock serve --quiet --workers 1 --threads 1`: the setting for
-             throughput alone (README, --threads), reported with its own target rows
+  mock-1t    (only when named in --servers) `ocp-mock serve --quiet --workers 1 --threads 1`: one process, one
+             thread (README, --threads), the fastest setting on reads and refusals, reported with its own rows
   The two *-log servers write their logs to files under logs/; each is measured (bytes per request) and emptied
   after every wrk run. The pairs compared are matched: mock with prism (both quiet), mock-log with prism-log
   (both as shipped); bare has no log.
@@ -293,7 +293,7 @@ class Server:
 
 
 SERVERS = ("mock", "prism", "bare", "mock-log", "prism-log")
-# Run only when named: the mock in its throughput setting, one process with one thread (README, --threads).
+# Run only when named: the mock with one process and one thread (README, --threads).
 FAST = "mock-1t"
 FAST_ARGS = ("--threads", "1")
 # The servers that write a log line per request: their log is measured (bytes per request) and emptied after
@@ -644,7 +644,7 @@ def evaluate(result: dict) -> list[dict]:
         ratio_row(f"{wl}: >= 5x Prism static req/s, both as shipped (request logs on: mock-log / prism-log)",
                   t.get(f"{wl}/mock-log"), t.get(f"{wl}/prism-log"), 5)
         ratio_row(f"{wl}: >= 80% of bare Flask on granian", mock, bare, 0.8, percent=True)
-        ratio_row(f"{wl}: >= 5x Prism static req/s, the mock in its throughput setting ({FAST}: --workers 1 --threads 1)",
+        ratio_row(f"{wl}: >= 5x Prism static req/s, the mock with one process and one thread ({FAST}: --workers 1 --threads 1)",
                   fast, prism, 5)
         ratio_row(f"{wl}: >= 80% of bare Flask on granian, {FAST}", fast, bare, 0.8, percent=True)
         if mock:
