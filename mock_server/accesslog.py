@@ -72,7 +72,8 @@ def direct(logger: logging.Logger) -> "Callable[[str], None] | None":
     """What writes LOGGER's INFO lines straight into its batch, when logging would do nothing else with them: its only
     handler is a BatchingHandler with an AccessFormatter, and no filter, level or disabling stands between (a
     served worker's access log, wsgi.py). Then a line is formatted as the formatter formats a record, without the
-    record (logging's LogRecord and handler calls: 4.7 against 1.2 µs a line). None otherwise: log through LOGGER."""
+    record (logging's LogRecord and handler calls: log_access took 4.7 µs a line through logging, 1.9 so). None
+    otherwise: log through LOGGER."""
     handlers = logger.handlers
     if len(handlers) != 1 or logger.filters or logger.disabled or not logger.isEnabledFor(logging.INFO):
         return None

@@ -167,8 +167,9 @@ TURN_TRIES = 5
 # Another process holds the file lock for a few microseconds a change (catch up, check, append), so a writer that
 # finds it taken tries again at once, FLOCK_TRIES non-blocking calls (~10 µs), before it waits in the kernel: a
 # wait there puts the process to sleep and needs a wake-up, which on a busy machine comes late, while the writer
-# holds its process's turn and every other writer of both processes queues behind. Served (bench/variants.py,
-# retry-200, 2 workers x 4 threads, against one try): +9 % req/s; 10 tries were not enough, 100 no better.
+# holds its process's turn and every other writer of both processes queues behind. Served (retry-200, 2 workers x
+# 4 threads, 8 s runs alternating with one try; bench/RESULTS.md): +9 % req/s; 10 tries were not enough, 100 no
+# better.
 FLOCK_TRIES = 30
 
 
