@@ -70,12 +70,13 @@ def lean_records() -> None:
 
 def direct(logger: logging.Logger) -> "Callable[[str], None] | None":
     """What writes LOGGER's INFO lines straight into its batch, when logging would do nothing else with them: its only
-    handler is a BatchingHandler with an AccessFormatter, and no filter, level or disabling stands between (a
-    served worker's access log, wsgi.py). Then a line is formatted as the formatter formats a record, without the
-    record (logging's LogRecord and handler calls: log_access took 4.7 µs a line through logging, 1.9 so). None
-    otherwise: log through LOGGER."""
+    handler is a BatchingHandler with an AccessFormatter, it hands nothing to its parents, and no filter, level or
+    disabling stands between (a served worker's access log, wsgi.py). Then a line is formatted as the formatter
+    formats a record, without the record (logging's LogRecord and handler calls: log_access took 4.7 µs a line
+    through logging, 1.9 so). None otherwise: log through LOGGER."""
     handlers = logger.handlers
-    if len(handlers) != 1 or logger.filters or logger.disabled or not logger.isEnabledFor(logging.INFO):
+    if (len(handlers) != 1 or logger.propagate or logger.filters or logger.disabled
+            or not logger.isEnabledFor(logging.INFO)):
         return None
     handler = handlers[0]
     formatter = handler.formatter

@@ -147,8 +147,10 @@ def test_an_access_line_goes_through_logging_whenever_logging_would_do_more_with
             logger.disabled = True
         elif how == "formatter":
             handler.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
+        elif how == "propagate":
+            logger.propagate = True  # the root logger's handlers would see it too
         return direct(logger)
 
-    for how in ("handler", "filter", "handler-filter", "level", "disabled", "formatter"):
+    for how in ("handler", "filter", "handler-filter", "level", "disabled", "formatter", "propagate"):
         assert changed(how) is None, how
     assert direct(logging.getLogger("test_accesslog.no-handler")) is None
