@@ -16,23 +16,28 @@ import atexit
 import logging
 import multiprocessing.util
 import os
+import sys
 import threading
 import time
 from typing import Callable, TextIO
 
 FLUSH_S = 0.05
+_MSECS_FROM_NS = sys.version_info >= (3, 13)  # how LogRecord computes a record's msecs
 BATCH_BYTES = 64 * 1024
 access_log = logging.getLogger("ocp_mock.access")
 
 
+ACCESS_LINE = "%s %s %s %d %.1fms"  # traceId, method, path, status, milliseconds
+
+
 def log_access(trace_id: str, method: str, path: str, status: int, t0: float) -> None:
     """The access log's line for one answer (t0: time.perf_counter() when the request came in)."""
-    message = "%s %s %s %d %.1fms" % (trace_id, method, path, status, (time.perf_counter() - t0) * 1000)
+    args = (trace_id, method, path, status, (time.perf_counter() - t0) * 1000)
     line = direct(access_log)  # a served worker's batch, when logging would only put the line there
     if line is None:
-        access_log.info(message)
+        access_log.info(ACCESS_LINE, *args)
     else:
-        line(message)
+        line(ACCESS_LINE % args)
 
 
 class AccessFormatter(logging.Formatter):
@@ -53,9 +58,12 @@ class AccessFormatter(logging.Formatter):
             known = self._second = (second, time.strftime(self.default_time_format, self.converter(created)))
         return self.default_msec_format % (known[1], msecs)
 
-    def line(self, created: float, message: str) -> str:
-        """The line a record of MESSAGE made at CREATED (time.time()) formats to: its msecs as LogRecord computes
-        them."""
+    def line(self, created_ns: int, message: str) -> str:
+        """The line a record of MESSAGE made at CREATED_NS (time.time_ns()) formats to: its created time and msecs
+        as this Python's LogRecord computes them (from nanoseconds since 3.13, from a float before)."""
+        if _MSECS_FROM_NS:
+            return f"{self._when(created_ns / 1e9, (created_ns % 1_000_000_000) // 1_000_000 + 0.0)} {message}"
+        created = created_ns / 1e9
         return f"{self._when(created, int((created - int(created)) * 1000) + 0.0)} {message}"
 
 
@@ -124,7 +132,7 @@ class BatchingHandler(logging.Handler):
 
     def direct_line(self, message: str) -> None:
         """MESSAGE logged now at INFO, formatted as the AccessFormatter formats a record (see direct)."""
-        self.add(self.formatter.line(time.time(), message))
+        self.add(self.formatter.line(time.time_ns(), message))
 
     def _start_writer(self) -> None:
         with self.lock:

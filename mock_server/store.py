@@ -751,19 +751,20 @@ class Store:
         turn = self._turn
         turn.take()
         try:
-            fd = self._lock_file()
-            turn.lock_file(fd)
+            fd, locked = self._lock_file(), False
             try:
+                turn.lock_file(fd)
+                locked = True  # (unlocked below even if a signal's exception comes right after the lock)
                 if self._catch_up() is not image or not txn.still_holds(start):
                     return False
                 published = self._append(image, staged)
             finally:
-                turn.unlock_file(fd)
+                if locked:
+                    turn.unlock_file(fd)
             if published is not None:
                 record, keys, head, version = published
                 image.apply(record, None if self.durable else self._dirty, keys)
-                self._at = head
-                self._seen = (image, version)
+                self._at, self._seen = head, (image, version)
             return True
         finally:
             turn.release()
@@ -804,9 +805,9 @@ class Store:
                 return result  # a catch-up that found nothing keeps every process's memo
         published = self._append(image, staged)
         if published is not None:
-            record, keys, self._at, version = published
+            record, keys, head, version = published
             image.apply(record, None if self.durable else self._dirty, keys)
-            self._seen = (image, version)
+            self._at, self._seen = head, (image, version)
         return result
 
     def _sql(self, work: Callable[[sqlite3.Connection], object]):

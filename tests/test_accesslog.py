@@ -7,6 +7,7 @@ import io
 import logging
 import multiprocessing
 import re
+import sys
 import threading
 import time
 
@@ -123,11 +124,17 @@ def test_a_served_access_line_skips_logging_and_reads_as_logging_writes_it(monke
     assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} t1 POST /x 200 \d+\.\dms", first), first
     assert second.endswith(" through logging")
     assert len(records) == 1, "the access line made no LogRecord"
-    for created in (1_764_600_000.0, 1_764_600_000.999, 1_764_600_001.0004):
+    for created_ns in (1_764_600_000_000_000_000, 1_764_600_000_999_900_000, 1_764_600_001_000_400_000):
         record = logging.LogRecord("ocp_mock.access", logging.INFO, __file__, 1, "m %d", (7,), None)
-        record.created = created
-        record.msecs = int((created - int(created)) * 1000) + 0.0
-        assert handler.formatter.line(created, "m 7") == handler.formatter.format(record)
+        record.created = created_ns / 1e9
+        if sys.version_info >= (3, 13):  # LogRecord's own formula, by version
+            record.msecs = (created_ns % 1_000_000_000) // 1_000_000 + 0.0
+        else:
+            record.msecs = int((record.created - int(record.created)) * 1000) + 0.0
+        assert handler.formatter.line(created_ns, "m 7") == handler.formatter.format(record)
+    real = logging.LogRecord("ocp_mock.access", logging.INFO, __file__, 1, "m", (), None)  # as this Python makes it
+    ns = int(real.created * 1e9)
+    assert handler.formatter.line(ns, "m")[:19] == handler.formatter.format(real)[:19]
 
 
 def test_an_access_line_goes_through_logging_whenever_logging_would_do_more_with_it():

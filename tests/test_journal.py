@@ -515,3 +515,26 @@ def test_a_journal_row_of_the_wrong_length_is_refused():
     image = store_module.Image({}, {}, {}, {})
     with pytest.raises(TypeError):
         image.apply(((), (), ((10001, 1000, "FAILED"),), ()))
+
+
+@pytest.mark.parametrize("optimistic", [False, True], ids=["under-the-lock", "optimistic"])
+def test_a_change_whose_apply_here_fails_is_still_seen_here_once_it_is_stored(world, monkeypatch, optimistic):
+    """The record is in the journal when applying it to this process's copy raises: the copy is not marked as having
+    it, so the next read catches up and finds it, as every other process does."""
+    store, other = Store(world), Store(world)
+    runs = store.subtask(ARMED).runs
+    real_apply = store_module.Image.apply
+    calls = []
+
+    def apply_once_failing(self, record, dirty=None, keys=None):
+        if not calls and self is store._image and keys is not None:  # this process's own change, the first time
+            calls.append(record)
+            raise MemoryError("applying it here failed")
+        return real_apply(self, record, dirty, keys)
+
+    monkeypatch.setattr(store_module.Image, "apply", apply_once_failing)
+    with pytest.raises(MemoryError):
+        _bump(store, ARMED, optimistic=optimistic)
+    assert calls, "the failing apply ran"
+    assert other.subtask(ARMED).runs == runs + 1, "stored"
+    assert store.subtask(ARMED).runs == runs + 1, "and seen here too"
