@@ -232,22 +232,30 @@ class _WriterTurn:
     def __init__(self, store: "Store"):
         self.store = store
 
-    def __enter__(self) -> None:
+    def __enter__(self) -> "_WriterTurn":
         store = self.store
         if store._pid != os.getpid():
             store._forked()
         turn = self.turn = store._turn
         turn.take()
         try:
-            self.fd = store._lock_file()
-            turn.lock_file(self.fd)
+            fd = store._lock_file()
+            turn.lock_file(fd)
         except BaseException:
             turn.release()
             raise
+        self.fd = fd
+        return self
+
+    def let_file_go(self) -> None:
+        """The file lock now, the thread turn still held (at the way out only the turn is let go then)."""
+        fd, self.fd = self.fd, None
+        if fd is not None:
+            self.turn.unlock_file(fd)
 
     def __exit__(self, *exc) -> None:
         try:
-            self.turn.unlock_file(self.fd)
+            self.let_file_go()
         finally:
             self.turn.release()
 
@@ -746,28 +754,13 @@ class Store:
         change is applied to this process's image after the file lock is let go, with the thread turn still held,
         so no thread of this process sees the world between the two (a reader that finds the world's version
         moved catches up under the turn)."""
-        if self._pid != os.getpid():
-            self._forked()
-        turn = self._turn
-        turn.take()
-        try:
-            fd, locked = self._lock_file(), False
-            try:
-                turn.lock_file(fd)
-                locked = True  # (unlocked below even if a signal's exception comes right after the lock)
-                if self._catch_up() is not image or not txn.still_holds(start):
-                    return False
-                published = self._append(image, staged)
-            finally:
-                if locked:
-                    turn.unlock_file(fd)
-            if published is not None:
-                record, keys, head, version = published
-                image.apply(record, None if self.durable else self._dirty, keys)
-                self._at, self._seen = head, (image, version)
+        with self._writer_turn() as held:
+            if self._catch_up() is not image or not txn.still_holds(start):
+                return False
+            published = self._append(image, staged)
+            held.let_file_go()
+            self._take_in(image, published)
             return True
-        finally:
-            turn.release()
 
     def _append(self, image: Image, staged: tuple) -> tuple | None:
         """Under the write lock: STAGED (a change made on IMAGE, the caught-up image) into the journal (and, when
@@ -803,12 +796,17 @@ class Store:
             staged = self._stage(txn)
             if staged is None:
                 return result  # a catch-up that found nothing keeps every process's memo
-        published = self._append(image, staged)
+        self._take_in(image, self._append(image, staged))
+        return result
+
+    def _take_in(self, image: Image, published: tuple | None) -> None:
+        """What _append stored (None: nothing to apply), applied to this process's IMAGE, under the thread turn;
+        only then is the image marked as at the change's head and version (if the apply raises, the next catch-up
+        replays it)."""
         if published is not None:
             record, keys, head, version = published
             image.apply(record, None if self.durable else self._dirty, keys)
             self._at, self._seen = head, (image, version)
-        return result
 
     def _sql(self, work: Callable[[sqlite3.Connection], object]):
         """Runs WORK(conn) in one SQLite write transaction, under the write lock, with SQLite first brought up to
