@@ -173,6 +173,20 @@ TURN_TRIES = 5
 FLOCK_TRIES = 30
 
 
+# This process's id. os.getpid() is a system call (glibc keeps no copy), and the store asks several times a request
+# whether it runs in the process that opened its descriptors; a fork through Python (os.fork, multiprocessing:
+# how granian and gunicorn start their workers) sets it again in the child before any code of the child runs.
+_PID = os.getpid()
+
+
+def _set_pid() -> None:
+    global _PID
+    _PID = os.getpid()
+
+
+os.register_at_fork(after_in_child=_set_pid)
+
+
 class _Turn:
     """This process's writers one at a time (see above). `away`: the holder waits for another process's file lock,
     so trying again would only let other threads run whole requests first: a writer then waits in the kernel."""
@@ -234,7 +248,7 @@ class _WriterTurn:
 
     def __enter__(self) -> "_WriterTurn":
         store = self.store
-        if store._pid != os.getpid():
+        if store._pid != _PID:
             store._forked()
         turn = self.turn = store._turn
         turn.take()
@@ -474,7 +488,7 @@ class Store:
 
     def _forked(self) -> None:
         """This process's own locks, descriptors and copy (also after a fork: never a parent's)."""
-        self._pid = os.getpid()
+        self._pid = _PID
         self._local = threading.local()
         self._turn = _Turn()  # writers of this process, one at a time
         self._turn_fd: int | None = None  # the file lock that orders writers across processes
@@ -490,7 +504,7 @@ class Store:
 
     # -- connections -------------------------------------------------------------------------------
     def _conn(self) -> sqlite3.Connection:
-        if self._pid != os.getpid():  # forked: never reuse a parent's connection or locks
+        if self._pid != _PID:  # forked: never reuse a parent's connection or locks
             self._forked()
         conn = getattr(self._local, "conn", None)
         if conn is None:
@@ -505,14 +519,14 @@ class Store:
     def close(self) -> None:
         """Writes SQLite up to date (this process's part of it), lets go of the journal (a later use maps it again)
         and closes this thread's connection."""
-        if self._pid == os.getpid() and self._journal is not None and self._dirty:
+        if self._pid == _PID and self._journal is not None and self._dirty:
             try:
                 with self._writer_turn():
                     self._catch_up()
                     self._flush()
             except (sqlite3.Error, OSError, ValueError):  # closing: the next start replays the journal instead
                 pass
-        if self._pid == os.getpid() and self._journal is not None:
+        if self._pid == _PID and self._journal is not None:
             with self._turn:
                 journal, self._seen = self._journal, None  # readers leave the fast path before the mapping goes
                 self._journal = self._image = None
@@ -834,7 +848,7 @@ class Store:
     def memo(self, key, compute: Callable[[], object]):
         """COMPUTE()'s value for KEY, computed once per process and version of the world (see the module doc).
         COMPUTE must read the stored world only, outside any transaction."""
-        if self._pid != os.getpid():
+        if self._pid != _PID:
             self._forked()
         if self._version is None:
             self._lock_file()
@@ -971,7 +985,7 @@ class Store:
     # -- reads (from this process's image, brought up to date first) -----------------------------------
     def _view(self) -> Image:
         seen, version = self._seen, self._version
-        if seen is not None and version is not None and self._pid == os.getpid() and version[:VERSION_BYTES] == seen[1]:
+        if seen is not None and version is not None and self._pid == _PID and version[:VERSION_BYTES] == seen[1]:
             return seen[0]
         with self._writer_turn():
             return self._catch_up()

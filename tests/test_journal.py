@@ -103,6 +103,34 @@ def _write_and_die(path: str, sid: int, n: int) -> None:
     os._exit(0)  # killed: no close, nothing written behind
 
 
+def _change_in_a_fork(store: Store, parent_fd: int, out) -> None:
+    try:
+        runs = _bump(store, ARMED)
+        out.send((runs, store._pid == os.getpid(), store._turn_fd != parent_fd))
+    finally:
+        os._exit(0)
+
+
+def test_a_store_used_across_a_fork_takes_its_own_descriptors_in_the_child(world):
+    """The store notes the process it opened its descriptors in without asking the system every time (a fork
+    tells it): a child that goes on with its parent's Store object locks through a descriptor of its own (an
+    inherited one would share the parent's file lock), and its change reaches the parent."""
+    store = Store(world)
+    before = _bump(store, ARMED)
+    parent_fd = store._turn_fd
+    ctx = multiprocessing.get_context("fork")
+    receive, send = ctx.Pipe(False)
+    proc = ctx.Process(target=_change_in_a_fork, args=(store, parent_fd, send))
+    proc.start()
+    assert receive.poll(60)
+    runs, own_pid, own_fd = receive.recv()
+    proc.join(60)
+    assert (runs, own_pid, own_fd) == (before + 1, True, True)
+    assert store._pid == os.getpid() and store._turn_fd == parent_fd
+    assert store.subtask(ARMED).runs == before + 1  # the parent follows the child's change
+    assert _bump(store, ARMED) == before + 2
+
+
 def test_a_killed_runs_changes_are_replayed_at_the_next_start(world):
     with sqlite3.connect(world) as conn:
         runs = conn.execute("SELECT runs FROM subtask WHERE id = ?", (ARMED,)).fetchone()[0]
