@@ -40,6 +40,7 @@ import struct
 import threading
 import time
 from contextlib import contextmanager
+from itertools import repeat
 from typing import Callable, NamedTuple
 
 import orjson
@@ -446,7 +447,7 @@ class Txn:
 
     def record(self) -> tuple:
         return (tuple(self.metas.items()), tuple((tid, s, d) for tid, (s, d) in self.tasks.items()),
-                tuple(tuple(r) for r in self.subs.values()), tuple(self.log_ops))
+                tuple(map(tuple, self.subs.values())), tuple(self.log_ops))
 
     def sub(self, sid: int) -> SubtaskRow | None:
         row = self.subs.get(sid)
@@ -465,8 +466,7 @@ class Txn:
         image = self.image
         if "*" in self.reads:
             return image.applied == start
-        changed = image.changed_at
-        return all(changed.get(key, 0) <= start for key in self.reads)
+        return not self.reads or max(map(image.changed_at.get, self.reads, repeat(0))) <= start
 
 
 class Store:

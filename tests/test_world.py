@@ -469,6 +469,27 @@ def test_check_invariants_catches(name):
     assert any(str(target) in m for m in messages), messages
 
 
+class _ListSeenByTheLoop(list):
+    """A list that _own_links' fast path (exact lists only) leaves to its general loop."""
+
+
+@pytest.mark.parametrize("ids", [
+    [], [10001], [10001, 10002], [10002, 10001], [10001, 10001], [10000], [10000, 10001], [99999],
+    [True], [False, 10001], [10001.0], ["10001"], [None], [{}], [[10001]], [{}, 10001], [10001, [1]],
+])
+def test_the_fast_path_of_own_links_gives_what_the_general_loop_gives(ids):
+    from mock_server.world import _own_links
+
+    by_id = {sid: {} for sid in (10000, 10001, 10002)}
+    fast_errors, loop_errors = [], []
+    fast = _own_links(10000, {"upstreams": list(ids), "downstreams": list(ids)}, by_id, fast_errors)
+    loop = _own_links(10000, {"upstreams": _ListSeenByTheLoop(ids), "downstreams": _ListSeenByTheLoop(ids)},
+                      by_id, loop_errors)
+    assert fast == loop
+    assert fast_errors == [e.replace("_ListSeenByTheLoop", "list") for e in loop_errors]
+    assert all(type(v) is list for v in fast.values())
+
+
 def test_check_invariants_duplicate_id():
     subtasks = copy.deepcopy(DEFAULT_WORLD.subtasks[:6])
     subtasks.append(copy.deepcopy(subtasks[5]))
