@@ -42,6 +42,7 @@ VARIANTS = {
     "baseline": ("`default` with --baseline DIR's mock_server/ (another version, same rounds)", None, "mock"),
     "default-log": ("`default` with its access log on (no --quiet): the mock as shipped", None, "mock"),
     "baseline-log": ("`baseline` with its access log on", None, "mock"),
+    "baseline-threads1": ("`baseline` with --threads 1", ["--threads", "1"], "cli"),
     "threads1": ("`ocp-mock serve --threads 1`: one blocking thread per worker", ["--threads", "1"], "cli"),
     "threads2": ("`ocp-mock serve --threads 2`", ["--threads", "2"], "cli"),
     "threads8": ("`ocp-mock serve --threads 8`", ["--threads", "8"], "cli"),
