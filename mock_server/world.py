@@ -715,7 +715,7 @@ def check_invariants(subtasks: Iterable[dict], changed: Iterable[int] | None = N
             errors.append(f"subtask #{i}: is not an object ({type(s).__name__})")
             continue
         sid = s.get("id")
-        if type(sid) is not int and not _is_int(sid):
+        if not _is_int(sid):
             errors.append(f"subtask #{i} (id {sid!r}): id is not an integer")
             continue
         if sid in by_id:
