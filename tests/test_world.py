@@ -541,6 +541,17 @@ def test_check_invariants_accepts_generators_and_junk():
     assert len(messages) == 2
 
 
+def test_check_invariants_reports_an_unhashable_status_or_operation():
+    """A status or operation of another type (a list, an object) is a violation to report, not a TypeError."""
+    for field, value in (("status", []), ("operation", {})):
+        subtasks = copy.deepcopy(DEFAULT_WORLD.subtasks[:6])
+        subtasks[0][field] = value
+        if field == "operation":
+            subtasks[0]["status"] = "PENDING"
+        messages = check_invariants(subtasks)
+        assert any(m.startswith(f"subtask {subtasks[0]['id']}: {field} {value!r} is not one of") for m in messages)
+
+
 @settings(max_examples=150, deadline=None)
 @given(seed=SEEDS, pick=st.integers(0, 10_000), data=st.data())
 def test_the_focused_check_finds_what_the_whole_check_finds(seed, pick, data):
@@ -562,3 +573,85 @@ def test_the_focused_check_finds_what_the_whole_check_finds(seed, pick, data):
         changed = {**changed, "createTime": format_time(when + timedelta(days=400))}
     after = [changed if s["id"] == target["id"] else s for s in members]
     assert check_invariants(after, changed={target["id"]}) == check_invariants(after)
+
+
+# Values of another shape than the mock writes, for any field the focused check reads.
+_JUNK_VALUES = (None, "", "x", -5, -1, 0, 1.5, True, [], [10000], [10001, 10001], {}, "2024-13-01T00:00:00",
+                "2024-11-01T08:00:00", "2024-11-01T08:00:00.000+08:00", "2030-01-01T00:00:00.000Z")
+_JUNK = st.sampled_from(_JUNK_VALUES)
+_GONE = object()
+_FIELDS = ("status", "operation", "description", "name", "parallelIdx", "runTime", "createTime", "startTime",
+           "finishTime", "executor", "upstreams", "downstreams")
+
+
+def test_the_focused_check_reports_every_single_bad_field_of_the_changed_subtask():
+    """Every state a subtask can be forced to, with each field the check reads set to each value of another shape
+    (or taken away), one at a time, on each subtask of task 1000 and on each of its neighbours: the focused check
+    (its fast verdict first) reports what the whole check reports, or, for a neighbour or a link, passes only what
+    the message-giving loop passes."""
+    from mock_server import lifecycle
+    from mock_server.world import ANCHOR, SUBTASK_STATES, _check_focused, _focused_holds
+
+    members = [dict(s) for s in DEFAULT_WORLD.subtasks if s["id"] in DEFAULT_WORLD.tasks[0]["subtaskIds"]]
+    stamp = format_time(ANCHOR + timedelta(days=2))
+    # the task's own times too: sound values in every order against each other
+    times = sorted({s[k] for s in members for k in ("createTime", "startTime", "finishTime") if k in s})
+    for at, target in enumerate(members):
+        for status in SUBTASK_STATES:
+            forced = lifecycle.set_state(target, status, None, stamp, "127.0.0.1")
+            for i in range(len(members)):
+                for field in _FIELDS:
+                    for value in (*_JUNK_VALUES, *times, _GONE):
+                        after = [forced if s["id"] == target["id"] else s for s in members]
+                        doc = dict(after[i])
+                        if value is _GONE:
+                            doc.pop(field, None)
+                        else:
+                            doc[field] = value
+                            if field == "startTime":  # one that ran: with an executor (not alone a violation)
+                                doc.setdefault("executor", "127.0.0.1")
+                        after[i] = doc
+                        if i == at and field not in ("upstreams", "downstreams"):
+                            assert check_invariants(after, changed={target["id"]}) == check_invariants(after), \
+                                (target["id"], status, field, value)
+                        docs = {s["id"]: s for s in after}
+                        if _focused_holds(docs, target["id"]):
+                            assert _check_focused(docs, target["id"], []) == [], (target["id"], status, i, field, value)
+
+
+@settings(max_examples=500, deadline=None)
+@given(seed=SEEDS, pick=st.integers(0, 10_000), data=st.data())
+def test_the_focused_checks_fast_verdict_never_passes_what_the_full_check_refuses(seed, pick, data):
+    """The forced state's check answers the passing case from a verdict without messages (world._focused_holds).
+    With state fields of another shape (or taken away) on the changed subtask, the focused check still reports exactly
+    what the whole check reports; with its links or a neighbour changed too, the verdict passes only what the
+    message-giving loop (world._check_focused) passes."""
+    from mock_server import lifecycle
+    from mock_server.world import ANCHOR, SUBTASK_OPERATIONS, SUBTASK_STATES, _check_focused, _focused_holds
+
+    world = build_world(seed, task_count=6)
+    subs = by_id(world)
+    task = world.tasks[pick % len(world.tasks)]
+    members = [dict(subs[i]) for i in task["subtaskIds"]]
+    at = pick % len(members)
+    target = members[at]
+    changed = lifecycle.set_state(target, data.draw(st.sampled_from(SUBTASK_STATES)),
+                                  data.draw(st.sampled_from((None, *SUBTASK_OPERATIONS))),
+                                  format_time(ANCHOR + timedelta(hours=data.draw(st.integers(0, 2000)))), "127.0.0.1")
+    after = [changed if s["id"] == target["id"] else s for s in members]
+    state_only = True  # what check_invariants' focus presumes: only the changed subtask's state, links as they were
+    for _ in range(data.draw(st.integers(0, 3))):
+        i = data.draw(st.sampled_from((at, at, data.draw(st.integers(0, len(after) - 1)))))
+        doc = dict(after[i])
+        field = data.draw(st.sampled_from(_FIELDS))
+        state_only &= i == at and field not in ("upstreams", "downstreams")
+        if data.draw(st.booleans()):
+            doc[field] = data.draw(_JUNK)
+        else:
+            doc.pop(field, None)
+        after[i] = doc
+    if state_only:
+        assert check_invariants(after, changed={target["id"]}) == check_invariants(after)
+    docs = {s["id"]: s for s in after}
+    if _focused_holds(docs, target["id"]):
+        assert _check_focused(docs, target["id"], []) == []
