@@ -190,6 +190,38 @@ def test_a_change_computed_outside_the_lock_is_computed_again_when_what_it_read_
     assert a.subtask(ARMED).runs == b.subtask(ARMED).runs == start + 11, "no change lost"
 
 
+RETRY = "/api/v2/tasks/instances/1000/subtasks/{}/retry"
+
+
+def _lagging(store: Store, sid: int) -> str:
+    """The subtask's status in STORE's copy of the world as it is, without catching up with other processes."""
+    return store._image.subs[sid].status
+
+
+def test_a_retry_is_decided_on_the_world_as_it_is_not_on_a_process_that_lags(world):
+    """Two apps on one state file stand for two workers. Each process answers from its own copy of the world;
+    a retry's first look at the subtask may lag the other process, so neither a refusal nor a success may rest
+    on it: A saw 10002 RUNNING, B forced it to FAILED, A retries it; B retried 10001 (READY), A still saw it
+    FAILED and refuses."""
+    from conftest import ADMIN
+
+    a, b = (create_app(Config(db_path=world, clock_speed=0)) for _ in range(2))
+    store_a = a.extensions["ocp_mock"].store
+    assert a.test_client().get("/api/v2/tasks/instances/1000", headers=ADMIN).status_code == 200  # A, at the head
+    assert _lagging(store_a, ARMED) == "FAILED" and _lagging(store_a, 10002) == "RUNNING"
+    assert b.test_client().put("/__mock/subtasks/10002", json={"status": "FAILED"}).status_code == 200
+    assert _lagging(store_a, 10002) == "RUNNING", "A lags B"
+    retried = a.test_client().post(RETRY.format(10002), headers=ADMIN)
+    assert retried.status_code == 200 and retried.json["data"]["status"] == "READY"
+    assert b.test_client().post(RETRY.format(ARMED), headers=ADMIN).status_code == 200  # B moves on: A lags again
+    assert _lagging(store_a, ARMED) == "FAILED", "A lags B"
+    refused = a.test_client().post(RETRY.format(ARMED), headers=ADMIN)
+    assert refused.status_code == 400 and refused.json["error"]["code"] == 20003
+    assert "READY" in refused.json["error"]["message"]
+    rows = b.extensions["ocp_mock"].store
+    assert rows.subtask(ARMED).status == "READY" and rows.subtask(10002).status == "READY"
+
+
 def test_concurrent_optimistic_changes_lose_nothing(world):
     stores = [Store(world) for _ in range(3)]
     sids = [r.id for r in stores[0].subtasks()][:4]
