@@ -42,7 +42,7 @@ def _subtask_action(action: str, answers_subtask: bool) -> Handler:
     def handle(mock: "Mock", params: dict):
         subtask_id = params["subtaskInstanceId"]
         # OCP does not check that the subtask belongs to params["taskInstanceId"]; neither do we.
-        row = mock.store.memo(("subtask", subtask_id), lambda: mock.store.subtask(subtask_id))
+        row = mock.store.subtask(subtask_id)
         if row is None:
             raise not_found(subtask_id)
         # Refuse without taking the write lock when the state already says no (the common error path).
