@@ -321,22 +321,33 @@ def _schedule(sub: Sub, t: int, ctx: Context) -> None:
 def _settle(sl: TaskSlice, t: int, ctx: Context) -> None:
     subs = sl.subs
     rolling_back = sl.task.get("operation") == "ROLLBACK"
-    for sid, sub in subs.items():  # (edit replaces a value, never adds a key: safe while iterating)
-        doc = sub.doc
-        if rolling_back:
-            if (doc["status"] == "SUCCESSFUL" and doc.get("operation") == "ROLLBACK"
-                    and all(subs[d].doc["status"] == "PENDING" for d in doc["downstreams"] if d in subs)):
-                sub = sl.edit(sid)
-                _set_doc(sub, status="READY", finishTime=None)
-                sub.due_at = None
-        elif doc["status"] == "PENDING" and all(subs[u].doc["status"] == "SUCCESSFUL"
-                                                for u in doc["upstreams"] if u in subs):
-            sub = sl.edit(sid)
-            _set_doc(sub, status="READY")
-            sub.due_at = None
     statuses = []
+    # One pass: what makes a subtask READY reads its neighbours' statuses, which no edit here changes from or to
+    # the status it looks for (PENDING -> READY is never SUCCESSFUL; SUCCESSFUL -> READY is never PENDING), so the
+    # order does not matter; what follows for a subtask reads only that subtask. (edit replaces a value, never adds
+    # a key: safe while iterating.)
     for sid, sub in subs.items():
-        status = sub.doc["status"]
+        doc = sub.doc
+        status = doc["status"]
+        if rolling_back:
+            if status == "SUCCESSFUL" and doc.get("operation") == "ROLLBACK":
+                for d in doc["downstreams"]:
+                    if d in subs and subs[d].doc["status"] != "PENDING":
+                        break
+                else:
+                    sub = sl.edit(sid)
+                    _set_doc(sub, status="READY", finishTime=None)
+                    sub.due_at = None
+                    status = "READY"
+        elif status == "PENDING":
+            for u in doc["upstreams"]:
+                if u in subs and subs[u].doc["status"] != "SUCCESSFUL":
+                    break
+            else:
+                sub = sl.edit(sid)
+                _set_doc(sub, status="READY")
+                sub.due_at = None
+                status = "READY"
         statuses.append(status)
         if status not in IN_MOTION:  # _schedule's resting case, inline: most subtasks rest
             if sub.due_at is not None or sub.run_start is not None:
