@@ -276,6 +276,26 @@ def test_concurrent_optimistic_changes_lose_nothing(world):
     assert _image_rows(stores[0]) == _image_rows(stores[1]) == _image_rows(stores[2])
 
 
+def test_applying_a_record_marks_exactly_its_rows_and_their_tasks():
+    """Image.apply notes, for a record with rows of every table, the keys record_keys gives (dirty, and moved in
+    changed_at) and the task key ("T", id) of every task a row belongs to; nothing else."""
+    from mock_server.store import Image, SubtaskRow, record_keys
+
+    doc = b'{"id":1}'
+    image = Image({"seed": "1"}, {7: ("FAILED", doc), 8: ("FAILED", doc)},
+                  {70: SubtaskRow(70, 7, "FAILED", None, doc), 80: SubtaskRow(80, 8, "FAILED", None, doc),
+                   81: SubtaskRow(81, 8, "FAILED", None, doc)}, {})
+    record = ((("clock", "{}"),), ((7, "RUNNING", doc),),
+              (tuple(SubtaskRow(80, 8, "READY", "RETRY", doc, 5)),), ((81, "first", "line"),))
+    dirty = set()
+    image.apply(record, dirty)
+    assert dirty == record_keys(record) == {("m", "clock"), ("t", 7), ("s", 80), ("l", 81)}
+    moved = {key for key, at in image.changed_at.items() if at == image.applied}
+    assert moved == dirty | {("T", 7), ("T", 8)}
+    assert image.subs[80].status == "READY" and image.due == {80: 5} and image.logs == {81: "first\nline"}
+    assert image.tasks[7] == ("RUNNING", doc) and image.meta["clock"] == "{}" and image.seq % 2 == 0
+
+
 def test_a_long_log_keeps_its_latest_lines_within_the_bound():
     text = "first"
     for i in range(5000):
@@ -550,14 +570,14 @@ def test_an_optimistic_change_is_applied_here_after_the_file_lock_is_let_go(worl
     real_apply = store_module.Image.apply
     seen = []
 
-    def apply(self, record, dirty=None, keys=None):
+    def apply(self, record, dirty=None):
         try:
             fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)
             fcntl.flock(other, fcntl.LOCK_UN)
             seen.append(("file lock free", "turn held" if store._turn.lock.locked() else "turn free"))
         except BlockingIOError:
             seen.append(("file lock held",))
-        return real_apply(self, record, dirty, keys)
+        return real_apply(self, record, dirty)
 
     monkeypatch.setattr(store_module.Image, "apply", apply)
     try:
@@ -621,11 +641,11 @@ def test_a_change_whose_apply_here_fails_is_still_seen_here_once_it_is_stored(wo
     real_apply = store_module.Image.apply
     calls = []
 
-    def apply_once_failing(self, record, dirty=None, keys=None):
-        if not calls and self is store._image and keys is not None:  # this process's own change, the first time
+    def apply_once_failing(self, record, dirty=None):
+        if not calls and self is store._image:  # this process's own change (nothing else is new), the first time
             calls.append(record)
             raise MemoryError("applying it here failed")
-        return real_apply(self, record, dirty, keys)
+        return real_apply(self, record, dirty)
 
     monkeypatch.setattr(store_module.Image, "apply", apply_once_failing)
     with pytest.raises(MemoryError):
