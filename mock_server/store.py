@@ -794,30 +794,30 @@ class Store:
 
     def _append(self, image: Image, staged: tuple) -> tuple | None:
         """Under the write lock: STAGED (a change made on IMAGE, the caught-up image) into the journal (and, when
-        durable, SQLite first), and the world's version moved. Returns what applies it to IMAGE: (record, keys,
-        the journal's head and the version after it); None when it went through SQLite instead (the image was
-        let go: every process reloads)."""
-        record, payload, keys = staged
+        durable, SQLite first), and the world's version moved. Returns what applies it to IMAGE: (record, the
+        journal's head and the version after it); None when it went through SQLite instead (the image was let go:
+        every process reloads)."""
+        record, payload = staged
         end = self._room(4 + len(payload))
         if end is not None and self.durable:  # on disk before anyone sees it: SQLite first, at the record's end
-            self._sql_rows(image.staged(record), self._dirty | keys, at=end + 4 + len(payload))
+            self._sql_rows(image.staged(record), self._dirty | record_keys(record), at=end + 4 + len(payload))
         if end is None:  # larger than the journal: through SQLite, and everyone reloads
-            self._sql_rows(image.staged(record), self._dirty | keys)
+            self._sql_rows(image.staged(record), self._dirty | record_keys(record))
             self._restart_journal()
             self._moved()
             return None
         self._write_record(end, payload)
         head = self._journal[_HEAD]
         self._moved()
-        return record, keys, head, self._version[:VERSION_BYTES]
+        return record, head, self._version[:VERSION_BYTES]
 
     @staticmethod
-    def _stage(txn: Txn) -> tuple[tuple, bytes, set] | None:
-        """TXN's record, its journal form and the rows it changes (None: it changed nothing)."""
+    def _stage(txn: Txn) -> tuple[tuple, bytes] | None:
+        """TXN's record and its journal form (None: it changed nothing)."""
         if not txn.changed:
             return None
         record = txn.record()
-        return record, pickle.dumps(record, protocol=5), record_keys(record)
+        return record, pickle.dumps(record, protocol=5)
 
     def _commit(self, image: Image, txn: Txn, result, staged: tuple | None = None):
         """Stores TXN (made on IMAGE, the caught-up image) and returns RESULT; under the write lock. STAGED: what
@@ -834,7 +834,7 @@ class Store:
         only then is the image marked as at the change's head and version (if the apply raises, the next catch-up
         replays it)."""
         if published is not None:
-            record, _, head, version = published
+            record, head, version = published
             image.apply(record, None if self.durable else self._dirty)
             self._at, self._seen = head, (image, version)
 
