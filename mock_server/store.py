@@ -661,12 +661,7 @@ class Store:
         image = self._image
         if image is not None and gen == at_gen:
             self._replay(image, at_end, end)
-        elif image is not None and gen == at_gen + 1 and at_end <= self._u64(_WRAP_END) and end <= at_end:
-            # A wrap: the records this process had not read before it are still in place, since the new ones,
-            # written from START, have not reached them (a reset or an oversized record sets WRAP_END to 0). Reading
-            # on costs what the records cost; a reload from SQLite costs ~1 ms and, in a busy mock, came after most
-            # wraps (the other process is a record or two behind when one comes).
-            self._replay(image, at_end, self._u64(_WRAP_END))
+        elif image is not None and gen == at_gen + 1 and at_end == self._u64(_WRAP_END):  # a wrap, fully seen
             self._replay(image, START, end)
         else:  # first use, a reset, or a wrap past records this process had not read: SQLite, then the rest
             self._dirty = set()

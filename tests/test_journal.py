@@ -81,41 +81,6 @@ def test_two_processes_follow_each_other_through_many_wraps(world, monkeypatch):
     assert _sqlite_rows(world) == _image_rows(c)
 
 
-def test_a_process_a_few_records_behind_at_a_wrap_reads_on_instead_of_reloading(world, monkeypatch):
-    """Another process wrapped the journal while this one had not read its last records: those are still in place
-    (the new generation has not reached them), so this one replays them, then the new ones, without reloading the
-    world from SQLite; once the new generation has overwritten them, it reloads."""
-    monkeypatch.setattr(store_module, "JOURNAL_BYTES", store_module.START + 16 * 1024)
-    a, b = Store(world), Store(world)
-    sids = [r.id for r in a.subtasks()][:6]
-    expected = {sid: b.subtask(sid).runs for sid in sids}
-    loads = []
-    real_load = store_module.Image.load
-    monkeypatch.setattr(store_module.Image, "load", classmethod(lambda cls, conn: loads.append(1) or real_load(conn)))
-
-    def gen(store):
-        return store_module._U64.unpack_from(store._journal, store_module._GEN)[0]
-
-    def write(sid):
-        expected[sid] = _bump(b, sid)
-
-    for reloaded in (False, True):
-        while b._u64(store_module._END) < store_module.JOURNAL_BYTES // 2:  # halfway into a generation
-            write(sids[2])
-        a.subtask(sids[0])  # A reads: at the journal's head
-        first = gen(b)
-        while gen(b) == first:  # B writes until it wraps
-            write(sids[3])
-        if reloaded:  # B writes on over where A stopped reading
-            at_end = store_module._U64.unpack_from(a._at, 8)[0]
-            while b._u64(store_module._END) < at_end:
-                write(sids[1])
-        loads.clear()
-        assert {sid: a.subtask(sid).runs for sid in sids} == expected
-        assert bool(loads) is reloaded
-    assert _image_rows(a) == _image_rows(b)
-
-
 def test_sqlite_is_written_behind_and_through_with_durable(world):
     behind = Store(world)
     sid = ARMED
