@@ -677,6 +677,15 @@ def _check_one(sid: int, s: Mapping) -> tuple[list[str], dict[str, datetime]]:
     return errs, times
 
 
+def _known(o: Any, by_id: Mapping) -> bool:
+    """Whether O is the id of a subtask in BY_ID; False for an unhashable O (a list where an id belongs), which
+    _own_links reports."""
+    try:
+        return o in by_id
+    except TypeError:
+        return False
+
+
 def _times(s: Mapping) -> dict[str, datetime]:
     """A subtask's times that parse (a neighbour's, under check_invariants' focus)."""
     parsed = {key: _time_of(s, key) for key in ("createTime", "startTime", "finishTime")}
@@ -733,7 +742,7 @@ def check_invariants(subtasks: Iterable[dict], changed: Iterable[int] | None = N
         return _check_focused(by_id, sid, errors)
     near = by_id if focus is None else focus | {
         o for sid in focus for field in ("upstreams", "downstreams")
-        for o in (by_id[sid].get(field) if isinstance(by_id[sid].get(field), list) else ()) if o in by_id}
+        for o in (by_id[sid].get(field) if isinstance(by_id[sid].get(field), list) else ()) if _known(o, by_id)}
     times: dict[int, dict[str, datetime]] = {}
     links: dict[int, dict[str, list[int]]] = {}
     for sid, s in by_id.items():
@@ -741,7 +750,7 @@ def check_invariants(subtasks: Iterable[dict], changed: Iterable[int] | None = N
             continue
         if focus is not None and sid not in focus:  # a neighbour the change left alone kept its own rules:
             times[sid] = _times(s)  # only its times and links take part
-            links[sid] = {field: [o for o in s[field] if o in by_id] if isinstance(s.get(field), list) else []
+            links[sid] = {field: [o for o in s[field] if _known(o, by_id)] if isinstance(s.get(field), list) else []
                           for field in ("upstreams", "downstreams")}
             continue
         errs, times[sid] = _check_one(sid, s)
@@ -905,7 +914,7 @@ def _check_focused(by_id: Mapping[int, Mapping], sid: int, errors: list[str]) ->
     errors.extend(errs)
     links = _own_links(sid, s, by_id, errors)
     near = {o for field in ("upstreams", "downstreams")
-            for o in (s.get(field) if isinstance(s.get(field), list) else ()) if o in by_id}
+            for o in (s.get(field) if isinstance(s.get(field), list) else ()) if _known(o, by_id)}
     status = s.get("status")
     for other, o in by_id.items():
         if other == sid:

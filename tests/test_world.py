@@ -552,6 +552,17 @@ def test_check_invariants_reports_an_unhashable_status_or_operation():
         assert any(m.startswith(f"subtask {subtasks[0]['id']}: {field} {value!r} is not one of") for m in messages)
 
 
+def test_check_invariants_reports_an_unhashable_link_also_when_focused():
+    """A list where an id belongs, in a subtask's links: reported by the whole check and by the focused one (the
+    admin API's forced state on a state file edited by hand), not a TypeError."""
+    subtasks = copy.deepcopy(DEFAULT_WORLD.subtasks[:6])
+    subtasks[1]["upstreams"] = [[1]]
+    message = f"subtask {subtasks[1]['id']}: upstreams [[1]] is not a list of subtask ids"
+    assert message in check_invariants(subtasks)
+    assert message in check_invariants(subtasks, changed={subtasks[1]["id"]})
+    assert message in check_invariants(subtasks, changed={subtasks[1]["id"], subtasks[2]["id"]})
+
+
 @settings(max_examples=150, deadline=None)
 @given(seed=SEEDS, pick=st.integers(0, 10_000), data=st.data())
 def test_the_focused_check_finds_what_the_whole_check_finds(seed, pick, data):
