@@ -626,6 +626,9 @@ def _is_int(v: Any) -> bool:
     return type(v) is int or (isinstance(v, int) and not isinstance(v, bool))
 
 
+_TIME_KEYS = ("createTime", "startTime", "finishTime")  # a subtask's times, in the order they must follow
+
+
 def _check_one(sid: int, s: Mapping) -> tuple[list[str], dict[str, datetime]]:
     errs: list[str] = []
     p = f"subtask {sid}:"
@@ -664,13 +667,13 @@ def _check_one(sid: int, s: Mapping) -> tuple[list[str], dict[str, datetime]]:
         errs.append(f"{p} executor {s['executor']!r} is not a non-empty string")
 
     times: dict[str, datetime] = {}
-    for key in ("createTime", "startTime", "finishTime"):
+    for key in _TIME_KEYS:
         if key in s:
             try:
                 times[key] = parse_time(s[key])
             except (ValueError, TypeError) as exc:
                 errs.append(f"{p} {key} {s[key]!r} is not an ISO-8601 time with offset ({exc})")
-    order = [k for k in ("createTime", "startTime", "finishTime") if k in times]
+    order = [k for k in _TIME_KEYS if k in times]
     for a, b in zip(order, order[1:]):
         if times[a] > times[b]:
             errs.append(f"{p} {a} {s[a]} is after {b} {s[b]}")
@@ -688,7 +691,7 @@ def _known(o: Any, by_id: Mapping) -> bool:
 
 def _times(s: Mapping) -> dict[str, datetime]:
     """A subtask's times that parse (a neighbour's, under check_invariants' focus)."""
-    parsed = {key: _time_of(s, key) for key in ("createTime", "startTime", "finishTime")}
+    parsed = {key: _time_of(s, key) for key in _TIME_KEYS}
     return {key: dt for key, dt in parsed.items() if dt is not None}
 
 
@@ -794,18 +797,23 @@ def check_invariants(subtasks: Iterable[dict], changed: Iterable[int] | None = N
 _INT_ONLY = frozenset({int})
 
 
+def _sound_links(sid: int, ids: Any, by_id: Mapping[int, Mapping]) -> bool:
+    """Whether IDS is the list of a sound subtask SID, checked in C: exact ints (no bool, nothing unhashable),
+    sorted without duplicates, not SID, all known: what _own_links' loop would find nothing wrong with."""
+    if type(ids) is not list or not set(map(type, ids)) <= _INT_ONLY:
+        return False
+    unique = set(ids)
+    return sid not in unique and unique <= by_id.keys() and ids == sorted(unique)
+
+
 def _own_links(sid: int, s: Mapping, by_id: Mapping[int, Mapping], errors: list[str]) -> dict[str, list[int]]:
     """A subtask's upstreams and downstreams that name other known subtasks; what is wrong with them goes to ERRORS."""
     links = {}
     for field in ("upstreams", "downstreams"):
         ids = s.get(field)
-        # The list of a sound subtask, checked in C: exact ints (no bool, nothing unhashable), sorted without
-        # duplicates, not itself, all known: what the loop below would find nothing wrong with.
-        if type(ids) is list and set(map(type, ids)) <= _INT_ONLY:
-            unique = set(ids)
-            if sid not in unique and unique <= by_id.keys() and ids == sorted(unique):
-                links[field] = list(ids)
-                continue
+        if _sound_links(sid, ids, by_id):
+            links[field] = list(ids)
+            continue
         if not isinstance(ids, list) or not all(_is_int(x) for x in ids):
             errors.append(f"subtask {sid}: {field} {ids!r} is not a list of subtask ids")
             links[field] = []
@@ -826,7 +834,6 @@ def _own_links(sid: int, s: Mapping, by_id: Mapping[int, Mapping], errors: list[
 
 _STATE_SET = frozenset(SUBTASK_STATES)
 _OPERATION_SET = frozenset(SUBTASK_OPERATIONS)
-_TIME_KEYS = ("createTime", "startTime", "finishTime")
 
 
 def _focused_holds(by_id: Mapping[int, Mapping], sid: int) -> bool:
@@ -858,12 +865,9 @@ def _focused_holds(by_id: Mapping[int, Mapping], sid: int) -> bool:
     last = start = finish = None
     for key in _TIME_KEYS:
         if key in s:
-            value = s[key]
-            dt = _PARSED_TIMES.get(value) if type(value) is str else None
+            dt = _time_of(s, key)
             if dt is None:
-                dt = _time_of(s, key)
-                if dt is None:
-                    return False
+                return False
             if last is not None and last > dt:
                 return False
             last = dt
@@ -872,12 +876,8 @@ def _focused_holds(by_id: Mapping[int, Mapping], sid: int) -> bool:
             elif key == "finishTime":
                 finish = dt
     ups, downs = s.get("upstreams"), s.get("downstreams")
-    for ids in (ups, downs):  # _own_links' sound list: exact ints, sorted without duplicates, not SID, all known
-        if type(ids) is not list or not set(map(type, ids)) <= _INT_ONLY:
-            return False
-        unique = set(ids)
-        if sid in unique or not unique <= by_id.keys() or ids != sorted(unique):
-            return False
+    if not (_sound_links(sid, ups, by_id) and _sound_links(sid, downs, by_id)):
+        return False
     if status != "PENDING":
         for u in ups:
             upstream = by_id[u]
