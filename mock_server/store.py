@@ -3,8 +3,10 @@ shared journal, over one SQLite file that holds the world between runs.
 
 - **Reads** come from the process's copy (`Image`): dicts of the tables, so a read is a dictionary lookup. Before
   it answers, a process compares the journal's head (16 bytes of a shared mapping) with the point its copy is at;
-  when another process has written since, it applies the new records first (under the lock below), so an answer
-  never lags a change that any process has acknowledged.
+  when another process has written since, it applies the new records first, so an answer never lags a change
+  that any process has acknowledged. It reads them without the file lock below while they are of the journal's
+  generation it is at (a wrap or a reset since: under the lock; see Store._read_on); a writer does the same before
+  it takes the file lock, which it then holds only for what came meanwhile.
 - **A change** runs under one lock that orders writers across threads and processes (a thread lock, then a file
   lock on `<state>.lock`, each tried first without waiting: see "the write lock without a lock convoy"): the writer
   catches up with the journal, runs the change against its copy through a `Txn` (which sees its own writes and can
@@ -35,6 +37,7 @@ import io
 import mmap
 import os
 import pickle
+import platform
 import sqlite3
 import struct
 import threading
@@ -83,6 +86,12 @@ MAGIC = b"OCPJRN01"
 _ID, _GEN, _END, _FLUSHED, _WRAP_END = 8, 24, 32, 40, 48
 _HEAD = slice(_GEN, _END + 8)
 _U64 = struct.Struct("<Q")
+_HEAD_FIELDS = struct.Struct("<QQ")
+# Whether a process may read the journal's new records without the file lock (Store._read_on). That relies on a
+# reader seeing another process's stores in the order they were made (x86's total store order: a record's bytes
+# before the END that commits it, END before the version that announces it, GEN before a wrap's new bytes). Python
+# has no memory fences, so on other machines (ARM's weaker order) readers take the file lock, as writers do.
+_READ_ON = platform.machine().lower() in {"x86_64", "amd64", "i386", "i486", "i586", "i686", "x86"}
 _LEN = struct.Struct("<I")
 META_JOURNAL = "journal"  # meta key: the id of the journal this state file goes with
 META_AT = "journal_at"  # meta key: "gen:end", the journal position SQLite's rows are at
@@ -254,6 +263,7 @@ class _WriterTurn:
         turn = self.turn = store._turn
         turn.take()
         try:
+            store._read_on()  # what came since, before the file lock: it is then held only for what comes meanwhile
             fd = store._lock_file()
             turn.lock_file(fd)
         except BaseException:
@@ -641,11 +651,15 @@ class Store:
 
     def _replay(self, image: Image, start: int, end: int) -> None:
         """Applies the records in START..END to IMAGE (marking their rows dirty)."""
-        journal, offset = self._journal, start
-        while offset < end:
-            (size,) = _LEN.unpack_from(journal, offset)
-            record = _Plain(io.BytesIO(journal[offset + 4:offset + 4 + size])).load()
-            image.apply(record, self._dirty)
+        if start < end:
+            self._apply_records(image, self._journal[start:end])
+
+    def _apply_records(self, image: Image, chunk: bytes) -> None:
+        """Applies the records CHUNK holds (whole ones, as the journal has them) to IMAGE (marking rows dirty)."""
+        offset, dirty = 0, self._dirty
+        while offset < len(chunk):
+            (size,) = _LEN.unpack_from(chunk, offset)
+            image.apply(_Plain(io.BytesIO(chunk[offset + 4:offset + 4 + size])).load(), dirty)
             offset += 4 + size
 
     def _catch_up(self) -> Image:
@@ -671,6 +685,34 @@ class Store:
             self._image = image
         self._at = head
         self._seen = (image, self._version[:VERSION_BYTES])
+        return image
+
+    def _read_on(self) -> Image | None:
+        """Brings this process's image up to the journal's head without the file lock, under the thread turn, when
+        only records of the generation it is at came since (see _READ_ON); None when that cannot be done so (first
+        use, a wrap or a reset since, or no _READ_ON): the caller catches up under the file lock.
+
+        A record is never changed once END has passed it, until a wrap starts the next generation over it; a wrap
+        moves GEN before it writes a byte of the new one. So bytes copied out between reading the head and finding
+        GEN unchanged after the copy are records as their writers committed them."""
+        image, journal, at = self._image, self._journal, self._at
+        if not _READ_ON or image is None or journal is None or not at:
+            return None
+        version = self._version[:VERSION_BYTES]  # first: every change it counts has its record before END by then
+        head = journal[_HEAD]
+        if head == at:
+            self._seen = (image, version)
+            return image
+        gen, end = _HEAD_FIELDS.unpack(head)
+        at_gen, at_end = _HEAD_FIELDS.unpack(at)
+        if gen != at_gen or not at_end < end <= JOURNAL_BYTES:
+            return None
+        chunk = journal[at_end:end]
+        if journal[_GEN:_GEN + 8] != head[:8]:  # a wrap began meanwhile: some bytes may be the next generation's
+            return None
+        self._apply_records(image, chunk)
+        self._at = head
+        self._seen = (image, version)
         return image
 
     def _sql_rows(self, image: Image, keys, at: int | None = None) -> None:
@@ -998,6 +1040,12 @@ class Store:
         seen, version = self._seen, self._version
         if seen is not None and version is not None and self._pid == _PID and version[:VERSION_BYTES] == seen[1]:
             return seen[0]
+        if self._pid != _PID:
+            self._forked()
+        with self._turn:
+            image = self._read_on()
+        if image is not None:
+            return image
         with self._writer_turn():
             return self._catch_up()
 

@@ -59,7 +59,17 @@ def world(tmp_path) -> str:
     return path
 
 
-def test_two_processes_follow_each_other_through_many_wraps(world, monkeypatch):
+@pytest.fixture(params=[True, False], ids=["read-on", "file-lock-only"])
+def read_on(request, monkeypatch) -> bool:
+    """Both ways a lagging process catches up: reading on without the file lock (where the machine's store order
+    allows it, store._READ_ON) and always under the file lock."""
+    if request.param and not store_module._READ_ON:
+        pytest.skip("this machine's processes read the journal under the file lock only")
+    monkeypatch.setattr(store_module, "_READ_ON", request.param)
+    return request.param
+
+
+def test_two_processes_follow_each_other_through_many_wraps(world, monkeypatch, read_on):
     monkeypatch.setattr(store_module, "JOURNAL_BYTES", store_module.START + 16 * 1024)  # a wrap every few records
     a, b = Store(world), Store(world)
     sids = [r.id for r in a.subtasks()][:12]
@@ -79,6 +89,118 @@ def test_two_processes_follow_each_other_through_many_wraps(world, monkeypatch):
     for s in (a, b, c):
         s.close()
     assert _sqlite_rows(world) == _image_rows(c)
+
+
+def _read_in_a_thread(store: Store, sid: int) -> tuple[threading.Thread, list]:
+    got: list = []
+    thread = threading.Thread(target=lambda: got.append(store.subtask(sid).runs), daemon=True)
+    thread.start()
+    return thread, got
+
+
+def test_a_lagging_process_reads_on_while_another_holds_the_file_lock(world, read_on):
+    """Records of the generation a process is at are read on without the file lock: a read after another
+    process's change answers with it even while a third holds the lock (a writer storing its change). Under the
+    file lock only, the read waits for it."""
+    a, b = Store(world), Store(world)
+    a.subtask(ARMED)  # a's copy is at the journal's head
+    runs = [_bump(b, ARMED), _bump(b, ARMED, optimistic=True)][-1]
+    other = os.open(world + ".lock", os.O_RDWR)
+    try:
+        fcntl.flock(other, fcntl.LOCK_EX)
+        thread, got = _read_in_a_thread(a, ARMED)
+        thread.join(timeout=0.5 if not read_on else 10)
+        assert got == ([runs] if read_on else []), "read on, or waiting for the file lock"
+        fcntl.flock(other, fcntl.LOCK_UN)
+        thread.join(timeout=10)
+        assert got == [runs]
+    finally:
+        os.close(other)
+    assert _image_rows(a) == _image_rows(b)
+    for s in (a, b):
+        s.close()
+
+
+def test_a_process_a_wrap_behind_does_not_read_the_next_generation_as_its_own(world, monkeypatch, read_on):
+    """A is at some point of the journal; B wraps it and writes on past that point. The bytes after A's point
+    are now the next generation's, starting mid-way: A must reload (SQLite, then the new records), not read on."""
+    monkeypatch.setattr(store_module, "JOURNAL_BYTES", store_module.START + 16 * 1024)
+    a, b = Store(world), Store(world)
+    sids = [r.id for r in a.subtasks()][:6]
+    for i in range(4):
+        _bump(b, sids[i % len(sids)])
+    a.subtask(ARMED)
+    at_end = a._u64(store_module._END)
+    gen = b._u64(store_module._GEN)
+    i = 0
+    while b._u64(store_module._GEN) == gen or b._u64(store_module._END) <= at_end:
+        _bump(b, sids[i % len(sids)], by=i + 1)  # records of different sizes over time
+        i += 1
+    assert b._u64(store_module._GEN) == gen + 1
+    assert _image_rows(a) == _image_rows(b)
+    for s in (a, b):
+        s.close()
+
+
+class _WrapsWhileCopied:
+    """A's journal mapping, through which the copy of the records a lagging reader reads on starts another
+    process's burst of changes (WRITE) that wraps the journal: what the copy holds is then partly the next
+    generation."""
+
+    def __init__(self, journal, write):
+        self.journal, self.write = journal, write
+
+    def __getitem__(self, key):
+        if isinstance(key, slice) and key.start is not None and key.start >= store_module.START and self.write:
+            write, self.write = self.write, None
+            write()
+        return self.journal[key]
+
+    def __getattr__(self, name):
+        return getattr(self.journal, name)
+
+    def __len__(self):
+        return len(self.journal)
+
+
+def test_a_wrap_during_a_read_on_sends_the_reader_to_the_file_lock(world, monkeypatch):
+    """B wraps the journal (and writes past where A had read to) while A copies the records it lags by: A must
+    not apply those bytes, and catches up under the file lock instead, to the world B has."""
+    if not store_module._READ_ON:
+        pytest.skip("this machine's processes read the journal under the file lock only")
+    monkeypatch.setattr(store_module, "JOURNAL_BYTES", store_module.START + 16 * 1024)
+    a, b = Store(world), Store(world)
+    sids = [r.id for r in a.subtasks()][:6]
+    for sid in sids:
+        _bump(b, sid)
+    a.subtask(ARMED)
+    for sid in sids:  # records A has not read yet
+        _bump(b, sid, by=3)
+    wraps = []
+
+    def burst():
+        gen = b._u64(store_module._GEN)
+        while b._u64(store_module._GEN) == gen or b._u64(store_module._END) < store_module.START + 8 * 1024:
+            for sid in sids:
+                _bump(b, sid, by=5)
+        wraps.append(b._u64(store_module._GEN) - gen)
+
+    real, catch_ups = a._journal, []
+    locked = a._catch_up
+
+    def catch_up():  # under the file lock: the mapping itself again
+        catch_ups.append(a._journal is not real)
+        a._journal = real
+        return locked()
+
+    monkeypatch.setattr(a, "_catch_up", catch_up)
+    a._journal = _WrapsWhileCopied(real, burst)
+    assert a.subtask(ARMED).runs == b.subtask(ARMED).runs
+    assert wraps and wraps[0] >= 1, "a wrap came during the copy"
+    assert catch_ups[:1] == [True], "A left the read on for the file lock"
+    assert _image_rows(a) == _image_rows(b)
+    for s in (a, b):
+        s.close()
 
 
 def test_sqlite_is_written_behind_and_through_with_durable(world):
