@@ -19,11 +19,12 @@ shared journal, over one SQLite file that holds the world between runs.
   loads SQLite and replays the journal's records after what SQLite has; one that starts alone first writes into
   SQLite what a killed run left in the journal.
 
-A record is the changed rows, pickled (and read back by an unpickler that refuses every class: only tuples, strings,
-bytes, numbers and None). Each subtask row keeps its wire form already serialised, so a request never re-serialises
-it. Next to it, a row keeps the engine's bookkeeping (runtime.py, engine.py): `due_at`, the mock time of its next
-automatic transition, its scenario override, its run count and the start of its current run; the logs of subtasks
-that changed since the world was loaded (each keeps its last MAX_LOG_CHARS), and meta (the seed, the mock's clock).
+A record is the changed rows (tuples, strings, bytes, numbers and None) in marshal's format, which holds values of
+built-in types only: unlike pickle's, reading it back never calls anything a record names. Each subtask row keeps
+its wire form already serialised, so a request never re-serialises it. Next to it, a row keeps the engine's
+bookkeeping (runtime.py, engine.py): `due_at`, the mock time of its next automatic transition, its scenario
+override, its run count and the start of its current run; the logs of subtasks that changed since the world was
+loaded (each keeps its last MAX_LOG_CHARS), and meta (the seed, the mock's clock).
 
 Answers computed from the world (a task with its subtasks, a page of the task list) are kept per process by `memo`,
 under the world's version: an 8-byte counter in the lock file, which every writer moves after its change.
@@ -33,10 +34,9 @@ from __future__ import annotations
 
 import ctypes
 import fcntl
-import io
 import mmap
+import marshal
 import os
-import pickle
 import platform
 import sqlite3
 import struct
@@ -77,11 +77,11 @@ MEMO_BUDGET = 16 * 2**20  # bytes of the answers' bytes and text (a list page of
 # A subtask's stored log keeps at most this many characters: past it, its oldest lines go (down to 3/4 of it, so
 # the cut is rare). A subtask retried thousands of times would otherwise grow without end, in every process.
 MAX_LOG_CHARS = 32 * 1024
-# The journal: a header, then records ([4-byte length][pickle]) from START; when the next record does not fit, the
+# The journal: a header, then records ([4-byte length][marshal]) from START; when the next record does not fit, the
 # writer brings SQLite up to date and starts again at START (a "wrap"). Each process maps it whole.
 JOURNAL_BYTES = 2 * 2**20
 START = 4096
-MAGIC = b"OCPJRN01"
+MAGIC = b"OCPJRN02"  # 02: records in marshal's format (01: pickled)
 # Header fields: (offset, struct format). HEAD = gen and end, the 16 bytes a reader compares.
 _ID, _GEN, _END, _FLUSHED, _WRAP_END = 8, 24, 32, 40, 48
 _HEAD = slice(_GEN, _END + 8)
@@ -300,13 +300,6 @@ def _libc_flock():
 
 
 _FLOCK = _libc_flock()
-
-
-class _Plain(pickle.Unpickler):
-    """Reads the journal's records: tuples, strings, bytes, numbers and None only, never a class."""
-
-    def find_class(self, module, name):
-        raise pickle.UnpicklingError(f"the journal holds a {module}.{name}: not a record of this mock")
 
 
 def record_keys(record: tuple) -> set:
@@ -647,7 +640,7 @@ class Store:
         image = Image.load(conn)
         try:
             self._replay(image, self._replay_from(conn), self._u64(_END))
-        except (pickle.UnpicklingError, struct.error, EOFError, ValueError, TypeError, IndexError):
+        except (struct.error, EOFError, ValueError, TypeError, IndexError):
             self._dirty = set()
             return
         self._sql_rows(image, self._dirty)
@@ -662,7 +655,7 @@ class Store:
         offset, dirty = 0, self._dirty
         while offset < len(chunk):
             (size,) = _LEN.unpack_from(chunk, offset)
-            image.apply(_Plain(io.BytesIO(chunk[offset + 4:offset + 4 + size])).load(), dirty)
+            image.apply(marshal.loads(chunk[offset + 4:offset + 4 + size]), dirty)
             offset += 4 + size
 
     def _catch_up(self) -> Image:
@@ -857,7 +850,9 @@ class Store:
         if not txn.changed:
             return None
         record = txn.record()
-        return record, pickle.dumps(record, protocol=5)
+        # marshal: 0.8 against 1.5 µs to read a ~900-byte record back (pickle through a class-refusing
+        # Unpickler); writing it costs the same (0.7 µs).
+        return record, marshal.dumps(record)
 
     def _commit(self, image: Image, txn: Txn, result, staged: tuple | None = None):
         """Stores TXN (made on IMAGE, the caught-up image) and returns RESULT; under the write lock. STAGED: what

@@ -16,7 +16,7 @@ import orjson
 import pytest
 
 from mock_server import Config, create_app, store as store_module
-from mock_server.store import MAX_LOG_CHARS, Store, StoreError, _append_log, _Plain
+from mock_server.store import MAX_LOG_CHARS, Store, StoreError, _append_log
 
 ARMED = 10001  # FAILED in the seeded world
 
@@ -395,17 +395,41 @@ def test_a_long_log_keeps_its_latest_lines_within_the_bound():
     assert _append_log("", None, "a") == "a"
 
 
-def test_the_journal_reader_refuses_anything_but_plain_data():
+def test_a_journal_record_is_plain_data_and_nothing_else_reads_back():
+    """Records are written in marshal's format: plain data round-trips; an object of a class cannot be written at
+    all, and a pickle (which can name a class for Python to call) left in the journal does not read back."""
+    import marshal
+
     class Rigged:
         def __reduce__(self):
             return (os.system, ("echo no",))
 
-    import io
+    plain = ((("k", "v"),), ((1, "RUNNING", b"{}"),), ((2, 1, "READY", None, b"{}", None, None, 0, None),),
+             ((2, None, "line"),))
+    assert marshal.loads(marshal.dumps(plain)) == plain
+    with pytest.raises(ValueError):
+        marshal.dumps(((), (), (), ((1, None, Rigged()),)))
+    with pytest.raises((ValueError, EOFError, TypeError)):
+        marshal.loads(pickle.dumps(((), (), (), ((1, None, Rigged()),)), protocol=5))
 
-    with pytest.raises(pickle.UnpicklingError):
-        _Plain(io.BytesIO(pickle.dumps(((), (), (), ((1, None, Rigged()),)), protocol=5))).load()
-    plain = ((("k", "v"),), ((1, "RUNNING", b"{}"),), ((2, 1, "READY", None, b"{}", None, None, 0, None),), ())
-    assert _Plain(io.BytesIO(pickle.dumps(plain, protocol=5))).load() == plain
+
+def test_a_record_a_store_writes_reads_back_as_it_was_staged(world):
+    """What a change appends to the journal is exactly its record (and the other process applies that)."""
+    import marshal
+
+    a, b = Store(world), Store(world)
+    b.subtask(ARMED)
+    staged = []
+    stage = Store._stage
+    a._stage = lambda txn: staged.append(stage(txn)) or staged[-1]
+    _bump(a, ARMED, by=7, optimistic=True)
+    (record, payload), = staged
+    end = a._u64(store_module._END)
+    (size,) = store_module._LEN.unpack_from(a._journal, end - 4 - len(payload))
+    assert size == len(payload) and marshal.loads(a._journal[end - len(payload):end]) == record
+    assert b.subtask(ARMED).runs == a.subtask(ARMED).runs
+    for s in (a, b):
+        s.close()
 
 
 def test_a_file_that_is_not_a_state_file_is_refused_untouched(tmp_path):
