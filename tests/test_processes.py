@@ -9,6 +9,7 @@ import pytest
 import requests
 
 from mock_server import Config, create_app
+from mock_server.store import Store
 from mock_server.world import check_invariants
 
 RETRY = "/api/v2/tasks/instances/1000/subtasks/{}/retry"
@@ -95,6 +96,78 @@ def test_exactly_one_200_across_processes_sharing_a_world(tmp_path):
         p.join(60)
     codes = sorted(queue.get(timeout=5) for _ in range(n))
     assert codes == [200] + [400] * (n - 1)
+
+
+STRESS_JOURNAL = 4096 + 12 * 1024  # a journal this small wraps every dozen records or so
+
+
+def _hammer(db_path: str, own: int, shared: int, rounds: int, barrier, queue) -> None:
+    """In a process of its own: ROUNDS times, one change to OWN's run count and one to SHARED's (read, add one,
+    write: every process adds to it, so a lost update shows in the total), each followed by a read of both; reads
+    of a count must never go backwards."""
+    from mock_server import store as store_module
+
+    store_module.JOURNAL_BYTES = STRESS_JOURNAL
+    store = store_module.Store(db_path)
+
+    def add_one(sid):
+        def work(conn):
+            row = conn.sub(sid)
+            store_module.Store.save_subtask(conn, sid, row.status, row.operation, row.doc, row.due_at, row.scenario,
+                                            row.runs + 1, row.run_start)
+        return work
+
+    seen = {own: store.subtask(own).runs, shared: 0}
+    first = seen[own]
+    problems = []
+    barrier.wait()
+    try:
+        for i in range(rounds):
+            for sid in (own, shared):
+                store.transaction(add_one(sid), optimistic=bool(i % 2))
+                for look in (own, shared):
+                    runs = store.subtask(look).runs
+                    if runs < seen[look]:
+                        problems.append(f"{look}: {runs} after {seen[look]}")
+                    seen[look] = runs
+            if store.subtask(own).runs != first + i + 1:
+                problems.append(f"{own}: {store.subtask(own).runs} after {i + 1} changes of its own")
+    except Exception as exc:  # noqa: BLE001  reported, so the test fails at once instead of waiting for it
+        problems.append(f"{own}: {exc!r}")
+    queue.put((own, problems, store._u64(store_module._GEN)))
+    store.close()
+
+
+def test_processes_that_write_and_read_through_many_wraps_lose_nothing_and_never_go_back(tmp_path):
+    """Real processes (they read each other's records without the file lock, and through wraps under it): every
+    change is kept, every process's reads only move forward, and the shared count is the sum of all changes."""
+    from mock_server import store as store_module
+
+    db_path = str(tmp_path / "world.sqlite3")
+    create_app(Config(db_path=db_path, clock_speed=0)).extensions["ocp_mock"].store.close()
+    seeded = Store(db_path)
+    shared, *owns = [row.id for row in seeded.subtasks()][1:6]
+    before = {row.id: row.runs for row in seeded.subtasks()}
+    seeded.close()
+    ctx = multiprocessing.get_context("spawn")
+    rounds = 150
+    barrier, queue = ctx.Barrier(len(owns)), ctx.Queue()
+    procs = [ctx.Process(target=_hammer, args=(db_path, own, shared, rounds, barrier, queue)) for own in owns]
+    for p in procs:
+        p.start()
+    results = [queue.get(timeout=120) for _ in owns]
+    for p in procs:
+        p.join(30)
+    assert [problems for _, problems, _ in results] == [[]] * len(owns)
+    assert max(gen for _, _, gen in results) > 5, "the journal wrapped, again and again"
+    store_module.JOURNAL_BYTES, size = STRESS_JOURNAL, store_module.JOURNAL_BYTES
+    try:
+        store = store_module.Store(db_path)
+        after = {sid: store.subtask(sid).runs - before[sid] for sid in (shared, *owns)}
+        store.close()
+    finally:
+        store_module.JOURNAL_BYTES = size
+    assert after == {shared: rounds * len(owns), **{own: rounds for own in owns}}
 
 
 def test_served_reads_never_lag_a_change_made_by_another_worker(served):
