@@ -697,8 +697,13 @@ class Store:
         version = self._version[:VERSION_BYTES]  # first: every change it counts has its record before END by then
         head = journal[_HEAD]
         if head == at:
-            self._seen = (image, version)
-            return image
+            seen = self._seen
+            if seen is not None and seen[0] is image and seen[1] == version:
+                return image
+            # The version moved and the head is where this copy is: records came and a wrap or a reset is half
+            # way, with END back at START and GEN not moved yet (a copy at START of the generation sees no
+            # difference). Only the file lock tells.
+            return None
         gen, end = _HEAD_FIELDS.unpack(head)
         at_gen, at_end = _HEAD_FIELDS.unpack(at)
         if gen != at_gen or not at_end < end <= JOURNAL_BYTES:

@@ -142,6 +142,46 @@ def test_a_process_a_wrap_behind_does_not_read_the_next_generation_as_its_own(wo
         s.close()
 
 
+@pytest.mark.parametrize("how", ["wrap", "reset"])
+def test_a_read_half_way_through_a_wrap_or_reset_never_misses_acknowledged_changes(world, monkeypatch, how,
+                                                                                    read_on):
+    """A's copy is at the start of a generation; B acknowledges changes, then starts a wrap (or a reset), which
+    puts END back at START before it moves GEN: the head then reads where A's copy is. A read by A at that moment
+    must still show every change B acknowledged."""
+    monkeypatch.setattr(store_module, "JOURNAL_BYTES", store_module.START + 16 * 1024)
+    a, b = Store(world), Store(world)
+    b._sql(lambda conn: conn.execute("UPDATE meta SET value = value WHERE key = 'seed'"))  # a new generation
+    a.subtask(ARMED)
+    assert store_module._HEAD_FIELDS.unpack(a._at)[1] == store_module.START, "A is at the generation's start"
+    acked, seen, threads = {}, [], []
+    put = b._put
+
+    def spy(offset, value):
+        put(offset, value)
+        if not threads and offset == store_module._END and value == store_module.START:  # half way
+            threads.append(threading.Thread(target=lambda: seen.append((acked[ARMED], a.subtask(ARMED).runs)),
+                                            daemon=True))
+            threads[0].start()
+            threads[0].join(0.3)  # a read that answers at once answers now; one that waits for the lock, later
+
+    acked[ARMED] = _bump(b, ARMED)
+    b._put = spy
+    if how == "wrap":
+        while not threads:
+            acked[ARMED] = _bump(b, ARMED)
+    else:
+        for _ in range(3):
+            acked[ARMED] = _bump(b, ARMED)
+        b._sql(lambda conn: conn.execute("UPDATE meta SET value = value WHERE key = 'seed'"))
+    b._put = put
+    threads[0].join(10)
+    (acknowledged, read), = seen
+    assert read >= acknowledged, "A's read missed changes B had acknowledged before the wrap or reset began"
+    assert a.subtask(ARMED).runs == b.subtask(ARMED).runs
+    for s in (a, b):
+        s.close()
+
+
 class _WrapsWhileCopied:
     """A's journal mapping, through which the copy of the records a lagging reader reads on starts another
     process's burst of changes (WRITE) that wraps the journal: what the copy holds is then partly the next
