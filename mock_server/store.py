@@ -34,8 +34,8 @@ from __future__ import annotations
 
 import ctypes
 import fcntl
-import mmap
 import marshal
+import mmap
 import os
 import platform
 import sqlite3
@@ -86,7 +86,7 @@ MAGIC = b"OCPJRN02"  # 02: records in marshal's format (01: pickled)
 _ID, _GEN, _END, _FLUSHED, _WRAP_END = 8, 24, 32, 40, 48
 _HEAD = slice(_GEN, _END + 8)
 _U64 = struct.Struct("<Q")
-_HEAD_FIELDS = struct.Struct("<QQ")
+_HEAD_FIELDS = struct.Struct("<QQ")  # HEAD's two fields (gen, end), as a reader compares them
 # Whether a process may read the journal's new records without the file lock (Store._read_on). That relies on a
 # reader seeing another process's stores in the order they were made (x86's total store order: a record's bytes
 # before the END that commits it, END before the version that announces it, GEN before a wrap's new bytes). Python
@@ -666,8 +666,8 @@ class Store:
         if head == self._at and self._image is not None:
             self._seen = (self._image, self._version[:VERSION_BYTES])
             return self._image
-        gen, end = self._u64(_GEN), self._u64(_END)
-        at_gen, at_end = (_U64.unpack_from(self._at, 0)[0], _U64.unpack_from(self._at, 8)[0]) if self._at else (0, 0)
+        gen, end = _HEAD_FIELDS.unpack(head)
+        at_gen, at_end = _HEAD_FIELDS.unpack(self._at) if self._at else (0, 0)
         image = self._image
         if image is not None and gen == at_gen:
             self._replay(image, at_end, end)
