@@ -82,8 +82,11 @@ MAX_LOG_CHARS = 32 * 1024
 JOURNAL_BYTES = 2 * 2**20
 START = 4096
 MAGIC = b"OCPJRN02"  # 02: records in marshal's format (01: pickled)
-# Header fields: (offset, struct format). HEAD = gen and end, the 16 bytes a reader compares.
-_ID, _GEN, _END, _FLUSHED, _WRAP_END = 8, 24, 32, 40, 48
+# Header fields' offsets. HEAD = gen and end, the 16 bytes a reader compares. WRAP_END: where the generation before
+# ended, when the current one began with a wrap (0: with a reset). NEXT_GEN and NEXT_WRAP_END: a new generation
+# being started (0: none), written before the fields that start it and cleared after (Store._begin_generation).
+_ID, _GEN, _END, _FLUSHED, _WRAP_END, _NEXT_GEN, _NEXT_WRAP_END = 8, 24, 32, 40, 48, 56, 64
+_NONE = bytes(8)
 _HEAD = slice(_GEN, _END + 8)
 _U64 = struct.Struct("<Q")
 _HEAD_FIELDS = struct.Struct("<QQ")  # HEAD's two fields (gen, end), as a reader compares them
@@ -618,7 +621,9 @@ class Store:
             journal[_ID:_ID + 16] = ours
             conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (META_JOURNAL, ours.hex()))
         valid = journal[:8] == MAGIC and ours is not None and journal[_ID:_ID + 16] == ours
-        if alone and valid and self._u64(_END) > self._replay_from(conn):  # a run that was killed: replay it
+        # A run that was killed: replay what SQLite lacks. Not when it was killed starting a new generation: that
+        # begins once SQLite has the whole world.
+        if alone and valid and self._u64(_NEXT_GEN) == 0 and self._u64(_END) > self._replay_from(conn):
             self._recover(conn)
         if alone or not valid:
             if ours is None and "meta" in tables:
@@ -626,7 +631,7 @@ class Store:
                 conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (META_JOURNAL, ours.hex()))
             gen = self._u64(_GEN) + 1 if journal[:8] == MAGIC else 1
             journal[_ID:_ID + 16] = ours or bytes(16)
-            for offset, value in ((_END, START), (_FLUSHED, START), (_WRAP_END, 0), (_GEN, gen)):
+            for offset, value in ((_END, START), (_FLUSHED, START), (_WRAP_END, 0), (_NEXT_GEN, 0), (_GEN, gen)):
                 self._put(offset, value)
             journal[:8] = MAGIC
         fcntl.flock(fd, fcntl.LOCK_SH)  # held while this process runs: a later start is not alone
@@ -662,6 +667,8 @@ class Store:
         """Brings this process's image up to the journal's head (under the write lock)."""
         if self._journal is None:
             self._open_journal()
+        if self._journal[_NEXT_GEN:_NEXT_GEN + 8] != _NONE:  # a writer was killed starting a new generation
+            self._start_generation()
         head = self._journal[_HEAD]
         if head == self._at and self._image is not None:
             self._seen = (self._image, self._version[:VERSION_BYTES])
@@ -700,9 +707,9 @@ class Store:
             seen = self._seen
             if seen is not None and seen[0] is image and seen[1] == version:
                 return image
-            # The version moved and the head is where this copy is: records came and a wrap or a reset is half
-            # way, with END back at START and GEN not moved yet (a copy at START of the generation sees no
-            # difference). Only the file lock tells.
+            # The version moved and the head is where this copy is: records came since, and the head was read
+            # half way through a new generation's start (GEN read before it moved, END after it went back; a copy
+            # at START of the generation sees no difference). Only the file lock tells.
             return None
         gen, end = _HEAD_FIELDS.unpack(head)
         at_gen, at_end = _HEAD_FIELDS.unpack(at)
@@ -759,14 +766,33 @@ class Store:
             return None
         end = self._u64(_END)
         if end + size > JOURNAL_BYTES:
-            self._flush()  # then END first: a run killed halfway through leaves nothing to replay
-            self._put(_END, START)
-            self._put(_FLUSHED, START)
-            self._put(_WRAP_END, end)
-            self._put(_GEN, self._u64(_GEN) + 1)
+            self._flush()  # first: the next generation begins once SQLite has every record of this one
+            self._begin_generation(end)
+            self._start_generation()
             self._at = self._journal[_HEAD]
             end = START
         return end
+
+    def _begin_generation(self, wrap_end: int) -> None:
+        """The intent to start the journal's next generation (a wrap: WRAP_END is where this one ends; a reset: 0),
+        once SQLite has every record of this one. A writer killed before the new generation has fully started
+        leaves it there, and whoever takes the file lock next starts it (_catch_up): every process then reloads
+        from SQLite or, having seen all of the generation before, reads on from START. Without it a writer killed
+        half way could leave END back at START in the same generation, which the next writer would write on from,
+        under processes whose copy was further on."""
+        self._put(_NEXT_WRAP_END, wrap_end)
+        self._put(_NEXT_GEN, self._u64(_GEN) + 1)  # last: the intent is whole once this is set
+
+    def _start_generation(self) -> None:
+        """Starts the generation _begin_generation announced (again, if its writer was killed half way: every step
+        writes what the intent says). GEN first: a process reading on finds it moved before END goes back. The
+        world's version moves before the intent is cleared: readers that go by it look again, whoever finishes."""
+        self._put(_GEN, self._u64(_NEXT_GEN))
+        self._put(_END, START)
+        self._put(_FLUSHED, START)
+        self._put(_WRAP_END, self._u64(_NEXT_WRAP_END))
+        self._moved()
+        self._put(_NEXT_GEN, 0)
 
     def _write_record(self, end: int, payload: bytes) -> None:
         journal = self._journal
@@ -775,11 +801,8 @@ class Store:
         self._put(_END, end + 4 + len(payload))  # the commit point for every other process
 
     def _restart_journal(self) -> None:
-        """SQLite holds the whole world (just written): every process reloads it (the caller moves the version)."""
-        self._put(_END, START)
-        self._put(_FLUSHED, START)
-        self._put(_WRAP_END, 0)
-        self._put(_GEN, self._u64(_GEN) + 1)
+        """SQLite holds the whole world (just written, after _begin_generation(0)): every process reloads it."""
+        self._start_generation()
         self._image, self._at, self._dirty, self._seen = None, b"", set(), None
 
     # -- changes -----------------------------------------------------------------------------------
@@ -840,9 +863,10 @@ class Store:
         if end is not None and self.durable:  # on disk before anyone sees it: SQLite first, at the record's end
             self._sql_rows(image.staged(record), self._dirty | record_keys(record), at=end + 4 + len(payload))
         if end is None:  # larger than the journal: through SQLite, and everyone reloads
+            self._flush()
+            self._begin_generation(0)
             self._sql_rows(image.staged(record), self._dirty | record_keys(record))
             self._restart_journal()
-            self._moved()
             return None
         self._write_record(end, payload)
         head = self._journal[_HEAD]
@@ -895,10 +919,12 @@ class Store:
             if getattr(self._local, "dry_run", False):
                 conn.execute("ROLLBACK")
                 return result
+            changed = conn.total_changes != changes
+            if changed:  # before the commit: if it is killed after, the next writer still makes everyone reload
+                self._begin_generation(0)
             conn.execute("COMMIT")
-            if conn.total_changes != changes:
+            if changed:
                 self._restart_journal()
-                self._moved()
             return result
 
     def memo(self, key, compute: Callable[[], object]):

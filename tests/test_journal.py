@@ -804,3 +804,108 @@ def test_a_change_whose_apply_here_fails_is_still_seen_here_once_it_is_stored(wo
     assert calls, "the failing apply ran"
     assert other.subtask(ARMED).runs == runs + 1, "stored"
     assert store.subtask(ARMED).runs == runs + 1, "and seen here too"
+
+
+class _Killed(BaseException):
+    """A process dying at that instant: nothing of it runs after (its file lock goes with it, as a kill's does)."""
+
+
+class _DyingConnection:
+    """A connection whose COMMIT is a step the process may die before (a kill's rollback: the connection closes)."""
+
+    def __init__(self, conn, step):
+        self.conn, self.step = conn, step
+
+    def execute(self, sql, *args):
+        if sql == "COMMIT":
+            self.step("commit")
+        return self.conn.execute(sql, *args)
+
+    def __getattr__(self, name):
+        return getattr(self.conn, name)
+
+
+def _dies_before(store: Store, kill: int) -> list:
+    """From the first write of a new generation's intent on, STORE's process dies before its KILL-th step (a header
+    field written, the world's version moved, SQLite's commit). Returns the steps it took, the fatal one last."""
+    steps, put, moved, conn = [], store._put, store._moved, store._conn()
+
+    def step(name):
+        if steps or name == f"put {store_module._NEXT_WRAP_END}":
+            steps.append(name)
+            if len(steps) == kill + 1:
+                conn.close()  # an open SQLite transaction rolls back, as at a kill
+                raise _Killed(name)
+
+    def dying_put(offset, value):
+        step(f"put {offset}")
+        put(offset, value)
+
+    def dying_moved():
+        step("moved")
+        moved()
+
+    store._put, store._moved = dying_put, dying_moved
+    store._conn = lambda: _DyingConnection(conn, step)
+    return steps
+
+
+def _vanish(store: Store) -> None:
+    """STORE's process ends without a word: nothing written behind, its locks and descriptors gone."""
+    store._journal_file.close()
+    os.close(store._turn_fd)
+    store._local.conn.close()
+
+
+WRAP_STEPS = 10  # the intent (2 fields), the generation's start (4 fields, the version, the intent cleared), the record
+RESET_STEPS = 9  # the intent, SQLite's commit, the generation's start
+
+
+@pytest.mark.parametrize("then", ["others-run-on", "a-fresh-start"])
+@pytest.mark.parametrize("how,kill", [("wrap", k) for k in range(WRAP_STEPS)] +
+                         [("reset", k) for k in range(RESET_STEPS)])
+def test_a_writer_killed_at_any_step_of_starting_a_generation_loses_nothing_and_misleads_no_one(
+        world, monkeypatch, read_on, how, kill, then):
+    """B dies at each step of a wrap (or of a reset through SQLite) in turn. A's copy lags at some point of the
+    generation B was writing, C's is at its end. Whoever runs on (A and C writing and reading on past both points)
+    or starts afresh after everyone is gone finds every change acknowledged, and the reset whole or not at all."""
+    monkeypatch.setattr(store_module, "JOURNAL_BYTES", store_module.START + 16 * 1024)
+    a, b, c = Store(world), Store(world), Store(world)
+    acked = _bump(b, ARMED)
+    size = b._u64(store_module._END) - store_module.START
+    while b._u64(store_module._END) + 4 * size < store_module.JOURNAL_BYTES:
+        acked = _bump(b, ARMED)
+    a.subtask(ARMED)  # A lags from here on
+    acked = _bump(b, ARMED)
+    c.subtask(ARMED)
+    assert store_module._HEAD_FIELDS.unpack(a._at) < store_module._HEAD_FIELDS.unpack(c._at)
+    steps = _dies_before(b, kill)
+    with pytest.raises(_Killed):
+        if how == "wrap":
+            for _ in range(8):
+                acked = _bump(b, ARMED)
+                c.subtask(ARMED)
+        else:
+            b._sql(lambda conn: conn.execute("UPDATE subtask SET runs = 1000 WHERE id = ?", (ARMED,)))
+    assert len(steps) == kill + 1, steps
+    done = steps[:-1]
+    if how == "reset":
+        expected = 1000 if "commit" in done else acked
+    else:  # stored, if not answered, once END has moved past its record (the second END of these steps)
+        expected = acked + 1 if done.count(f"put {store_module._END}") == 2 else acked
+    if then == "others-run-on":
+        for i in range(40):  # past A's and C's points, through a wrap or two
+            writer = (a, c)[i % 2]
+            expected = _bump(writer, ARMED)
+            assert a.subtask(ARMED).runs == c.subtask(ARMED).runs == expected
+        assert _image_rows(a) == _image_rows(c) == _image_rows(Store(world))
+        a.close()
+        c.close()
+        assert _sqlite_rows(world) == _image_rows(a)
+    else:
+        for s in (a, b, c):
+            _vanish(s)
+        d = Store(world)
+        assert d.subtask(ARMED).runs == expected
+        d.close()
+        assert _sqlite_rows(world)["subtask"] == _image_rows(d)["subtask"]
