@@ -18,6 +18,11 @@ shared journal, over one SQLite file that holds the world between runs.
   last write, whenever the journal wraps, before a reset, and on close. A process that starts while others run
   loads SQLite and replays the journal's records after what SQLite has; one that starts alone first writes into
   SQLite what a killed run left in the journal.
+- **A writer killed half way** (its file lock goes with it) leaves, for the two steps that change several header
+  fields, an announcement in the header that the next process to take the file lock acts on before it reads
+  anything: a record being stored (PENDING_END: finished if it reached END or SQLite, else let go) and a new
+  generation being started (NEXT_GEN: started again from what it says). So every process, and SQLite, ends up with
+  the change or without it, never some with and some without.
 
 A record is the changed rows (tuples, strings, bytes, numbers and None) in marshal's format, which holds values of
 built-in types only: unlike pickle's, reading it back never calls anything a record names. Each subtask row keeps
@@ -85,7 +90,9 @@ MAGIC = b"OCPJRN02"  # 02: records in marshal's format (01: pickled)
 # Header fields' offsets. HEAD = gen and end, the 16 bytes a reader compares. WRAP_END: where the generation before
 # ended, when the current one began with a wrap (0: with a reset). NEXT_GEN and NEXT_WRAP_END: a new generation
 # being started (0: none), written before the fields that start it and cleared after (Store._begin_generation).
-_ID, _GEN, _END, _FLUSHED, _WRAP_END, _NEXT_GEN, _NEXT_WRAP_END = 8, 24, 32, 40, 48, 56, 64
+# PENDING_END: the end of the record a writer is storing (0: none), set from before END commits it until the
+# world's version has moved after it (Store._append).
+_ID, _GEN, _END, _FLUSHED, _WRAP_END, _NEXT_GEN, _NEXT_WRAP_END, _PENDING_END = 8, 24, 32, 40, 48, 56, 64, 72
 _NONE = bytes(8)
 _HEAD = slice(_GEN, _END + 8)
 _U64 = struct.Struct("<Q")
@@ -631,7 +638,8 @@ class Store:
                 conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (META_JOURNAL, ours.hex()))
             gen = self._u64(_GEN) + 1 if journal[:8] == MAGIC else 1
             journal[_ID:_ID + 16] = ours or bytes(16)
-            for offset, value in ((_END, START), (_FLUSHED, START), (_WRAP_END, 0), (_NEXT_GEN, 0), (_GEN, gen)):
+            for offset, value in ((_END, START), (_FLUSHED, START), (_WRAP_END, 0), (_NEXT_GEN, 0),
+                                  (_PENDING_END, 0), (_GEN, gen)):
                 self._put(offset, value)
             journal[:8] = MAGIC
         fcntl.flock(fd, fcntl.LOCK_SH)  # held while this process runs: a later start is not alone
@@ -669,6 +677,8 @@ class Store:
             self._open_journal()
         if self._journal[_NEXT_GEN:_NEXT_GEN + 8] != _NONE:  # a writer was killed starting a new generation
             self._start_generation()
+        if self._journal[_PENDING_END:_PENDING_END + 8] != _NONE:  # a writer was killed storing a record
+            self._settle_pending()
         head = self._journal[_HEAD]
         if head == self._at and self._image is not None:
             self._seen = (self._image, self._version[:VERSION_BYTES])
@@ -794,11 +804,29 @@ class Store:
         self._moved()
         self._put(_NEXT_GEN, 0)
 
-    def _write_record(self, end: int, payload: bytes) -> None:
+    def _place(self, end: int, payload: bytes) -> int:
+        """Writes a record at END (past the journal's END: no one reads it yet); returns where it ends."""
         journal = self._journal
         _LEN.pack_into(journal, end, len(payload))
         journal[end + 4:end + 4 + len(payload)] = payload
-        self._put(_END, end + 4 + len(payload))  # the commit point for every other process
+        return end + 4 + len(payload)
+
+    def _settle_pending(self) -> None:
+        """A writer was killed storing a record (Store._append): after placing it (PENDING_END: its end) and
+        before the version moved after it. Once END has passed it, it is stored. Before that, it is stored when a
+        durable writer's SQLite transaction committed it (that transaction noted the record's end as SQLite's
+        position, meta journal_at): END is moved past it now. Else it is let go (its writer never answered). The
+        version moves either way, so processes that go by it look again."""
+        pending, end = self._u64(_PENDING_END), self._u64(_END)
+        if end < pending <= JOURNAL_BYTES:
+            try:
+                row = self._conn().execute("SELECT value FROM meta WHERE key = ?", (META_AT,)).fetchone()
+            except sqlite3.DatabaseError:
+                row = None
+            if row and row[0] == f"{self._u64(_GEN)}:{pending}":
+                self._put(_END, pending)
+        self._moved()
+        self._put(_PENDING_END, 0)
 
     def _restart_journal(self) -> None:
         """SQLite holds the whole world (just written, after _begin_generation(0)): every process reloads it."""
@@ -860,17 +888,24 @@ class Store:
         every process reloads)."""
         record, payload = staged
         end = self._room(4 + len(payload))
-        if end is not None and self.durable:  # on disk before anyone sees it: SQLite first, at the record's end
-            self._sql_rows(image.staged(record), self._dirty | record_keys(record), at=end + 4 + len(payload))
         if end is None:  # larger than the journal: through SQLite, and everyone reloads
             self._flush()
             self._begin_generation(0)
             self._sql_rows(image.staged(record), self._dirty | record_keys(record))
             self._restart_journal()
             return None
-        self._write_record(end, payload)
+        # The record is placed past END and announced (PENDING_END) before anything else: a writer killed from
+        # here until the version has moved leaves the announcement, and the next one to take the file lock
+        # finishes the change or lets it go (_settle_pending). Else a change could be in SQLite (durable) or past
+        # END with the version unmoved: a process that reloads, or reads on, would see it and the others not.
+        at = self._place(end, payload)
+        self._put(_PENDING_END, at)
+        if self.durable:  # on disk before anyone sees it: SQLite first, at the record's end
+            self._sql_rows(image.staged(record), self._dirty | record_keys(record), at=at)
+        self._put(_END, at)  # the commit point for every other process
         head = self._journal[_HEAD]
         self._moved()
+        self._put(_PENDING_END, 0)
         return record, head, self._version[:VERSION_BYTES]
 
     @staticmethod

@@ -825,13 +825,14 @@ class _DyingConnection:
         return getattr(self.conn, name)
 
 
-def _dies_before(store: Store, kill: int) -> list:
-    """From the first write of a new generation's intent on, STORE's process dies before its KILL-th step (a header
-    field written, the world's version moved, SQLite's commit). Returns the steps it took, the fatal one last."""
+def _dies_before(store: Store, kill: int, first: int = store_module._NEXT_WRAP_END) -> list:
+    """From its first write of header field FIRST on (by default, a new generation's intent), STORE's process dies
+    before its KILL-th step (a header field written, the world's version moved, SQLite's commit). Returns the steps
+    it took, the fatal one last."""
     steps, put, moved, conn = [], store._put, store._moved, store._conn()
 
     def step(name):
-        if steps or name == f"put {store_module._NEXT_WRAP_END}":
+        if steps or name == f"put {first}":
             steps.append(name)
             if len(steps) == kill + 1:
                 conn.close()  # an open SQLite transaction rolls back, as at a kill
@@ -909,3 +910,29 @@ def test_a_writer_killed_at_any_step_of_starting_a_generation_loses_nothing_and_
         assert d.subtask(ARMED).runs == expected
         d.close()
         assert _sqlite_rows(world)["subtask"] == _image_rows(d)["subtask"]
+
+
+@pytest.mark.parametrize("durable,kill", [(False, k) for k in range(4)] + [(True, k) for k in range(6)])
+def test_a_writer_killed_at_any_step_of_storing_a_record_leaves_one_world(world, read_on, durable, kill):
+    """B dies at each step of storing a change in turn: the record announced, (with --state-file) SQLite's commit
+    and its position, END, the world's version, the announcement cleared. The change is then in every process's
+    copy (and SQLite) or in none: A, which had read before, sees what a process that starts afterwards and loads
+    SQLite sees, and both follow A's next change."""
+    a, b = Store(world, durable=durable), Store(world, durable=durable)
+    acked = _bump(b, ARMED)
+    a.subtask(ARMED)
+    steps = _dies_before(b, kill, first=store_module._PENDING_END)
+    with pytest.raises(_Killed):
+        _bump(b, ARMED)
+    assert len(steps) == kill + 1, steps
+    stored = "commit" if durable else f"put {store_module._END}"
+    expected = acked + 1 if stored in steps[:-1] else acked
+    fresh = Store(world, durable=durable)  # a process that starts now loads SQLite's world, then reads the journal
+    assert fresh.subtask(ARMED).runs == expected
+    assert a.subtask(ARMED).runs == expected, "A's copy differs from what a process that loads SQLite sees"
+    assert _bump(a, ARMED) == expected + 1
+    assert fresh.subtask(ARMED).runs == expected + 1
+    assert _image_rows(a) == _image_rows(fresh)
+    a.close()
+    fresh.close()
+    assert _sqlite_rows(world)["subtask"] == _image_rows(a)["subtask"]
