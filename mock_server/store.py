@@ -636,7 +636,9 @@ class Store:
             if ours is None and "meta" in tables:
                 ours = os.urandom(16)
                 conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (META_JOURNAL, ours.hex()))
-            gen = self._u64(_GEN) + 1 if journal[:8] == MAGIC else 1
+            # Past the generation SQLite notes its position in too (meta journal_at): a journal file made anew
+            # (deleted, or the state file copied without it) must not restart at a generation that note names.
+            gen = max(self._u64(_GEN) if journal[:8] == MAGIC else 0, self._noted_gen(conn)) + 1
             journal[_ID:_ID + 16] = ours or bytes(16)
             for offset, value in ((_END, START), (_FLUSHED, START), (_WRAP_END, 0), (_NEXT_GEN, 0),
                                   (_PENDING_END, 0), (_GEN, gen)):
@@ -765,6 +767,16 @@ class Store:
                 return int(at)
         return flushed
 
+    @staticmethod
+    def _noted_gen(conn: sqlite3.Connection) -> int:
+        """The journal generation of SQLite's noted position (meta journal_at), 0 when none or unreadable."""
+        try:
+            row = conn.execute("SELECT value FROM meta WHERE key = ?", (META_AT,)).fetchone()
+        except sqlite3.DatabaseError:
+            return 0
+        gen = row[0].partition(":")[0] if row else ""
+        return int(gen) if gen.isdigit() and len(gen) < 20 else 0
+
     def _flush(self) -> None:
         """Brings SQLite up to the journal's end (caught up, under the write lock)."""
         if self._u64(_FLUSHED) < self._u64(_END) or self._dirty:
@@ -816,13 +828,11 @@ class Store:
         before the version moved after it. Once END has passed it, it is stored. Before that, it is stored when a
         durable writer's SQLite transaction committed it (that transaction noted the record's end as SQLite's
         position, meta journal_at): END is moved past it now. Else it is let go (its writer never answered). The
-        version moves either way, so processes that go by it look again."""
+        version moves either way, so processes that go by it look again. SQLite's answer is needed: if it cannot
+        be read (busy past its timeout, an I/O error), that raises and the announcement stays for the next try."""
         pending, end = self._u64(_PENDING_END), self._u64(_END)
         if end < pending <= JOURNAL_BYTES:
-            try:
-                row = self._conn().execute("SELECT value FROM meta WHERE key = ?", (META_AT,)).fetchone()
-            except sqlite3.DatabaseError:
-                row = None
+            row = self._conn().execute("SELECT value FROM meta WHERE key = ?", (META_AT,)).fetchone()
             if row and row[0] == f"{self._u64(_GEN)}:{pending}":
                 self._put(_END, pending)
         self._moved()

@@ -936,3 +936,71 @@ def test_a_writer_killed_at_any_step_of_storing_a_record_leaves_one_world(world,
     a.close()
     fresh.close()
     assert _sqlite_rows(world)["subtask"] == _image_rows(a)["subtask"]
+
+
+class _FailingOnce:
+    """A connection whose first read of meta `journal_at` fails, as SQLite busy past its timeout would."""
+
+    def __init__(self, conn):
+        self.conn, self.failed = conn, False
+
+    def execute(self, sql, *args):
+        if not self.failed and sql.startswith("SELECT value FROM meta") and store_module.META_AT in args[0]:
+            self.failed = True
+            raise sqlite3.OperationalError("database is locked")
+        return self.conn.execute(sql, *args)
+
+    def __getattr__(self, name):
+        return getattr(self.conn, name)
+
+
+def test_a_killed_durable_writers_change_is_not_let_go_when_sqlite_cannot_say_whether_it_has_it(world):
+    """B dies after SQLite committed its change and before END: the next process to take the file lock asks SQLite.
+    When the question fails, that process's call fails, and the change stays announced: the next call asks again
+    and finds it, as a process that starts afterwards does."""
+    a, b = Store(world, durable=True), Store(world, durable=True)
+    acked = _bump(b, ARMED)
+    a.subtask(ARMED)
+    steps = _dies_before(b, 2, first=store_module._PENDING_END)  # after the commit
+    with pytest.raises(_Killed):
+        _bump(b, ARMED)
+    assert "commit" in steps[:-1]
+    real = a._conn
+    flaky = _FailingOnce(real())
+    a._conn = lambda: flaky
+    with pytest.raises(sqlite3.OperationalError):
+        _bump(a, ARMED)
+    assert flaky.failed and a._u64(store_module._PENDING_END) != 0, "still announced"
+    assert _bump(a, ARMED) == acked + 2
+    a._conn = real
+    fresh = Store(world, durable=True)
+    assert fresh.subtask(ARMED).runs == a.subtask(ARMED).runs == acked + 2
+    a.close()
+    fresh.close()
+
+
+def test_a_journal_made_anew_never_restarts_at_a_generation_sqlite_still_names(world):
+    """SQLite notes its journal position as generation:offset. When the journal file is gone (deleted, or the
+    state file copied alone) and made anew, its generations must not start over at one that note names: a
+    process that loads SQLite would take the old offset as a point of the new journal and replay from the middle
+    of a record."""
+    a = Store(world)
+    for _ in range(20):
+        _bump(a, ARMED)
+    a.close()
+    with sqlite3.connect(world) as conn:
+        noted = int(conn.execute("SELECT value FROM meta WHERE key = ?", (store_module.META_AT,))
+                    .fetchone()[0].partition(":")[0])
+    os.remove(world + ".journal")
+    a = Store(world)
+    a.subtask(ARMED)
+    assert a._u64(store_module._GEN) > noted
+    other = next(r.id for r in a.subtasks() if r.id != ARMED)
+    for _ in range(12):
+        _bump(a, other)
+    for _ in range(13):
+        _bump(a, ARMED)
+    b = Store(world)  # a second worker starts: SQLite, then the journal after SQLite's position
+    assert _image_rows(b) == _image_rows(a)
+    a.close()
+    b.close()
