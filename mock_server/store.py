@@ -758,24 +758,33 @@ class Store:
         this generation of the journal (a writer killed between its commit and moving FLUSHED)."""
         flushed = self._u64(_FLUSHED)
         try:
-            row = conn.execute("SELECT value FROM meta WHERE key = ?", (META_AT,)).fetchone()
+            noted = self._noted_at(conn)
         except sqlite3.DatabaseError:
             return flushed
-        if row:
-            gen, _, at = row[0].partition(":")
-            if gen == str(self._u64(_GEN)) and at.isdigit() and flushed < int(at) <= self._u64(_END):
-                return int(at)
+        if noted is not None and noted[0] == self._u64(_GEN) and flushed < noted[1] <= self._u64(_END):
+            return noted[1]
         return flushed
 
     @staticmethod
-    def _noted_gen(conn: sqlite3.Connection) -> int:
-        """The journal generation of SQLite's noted position (meta journal_at), 0 when none or unreadable."""
+    def _noted_at(conn: sqlite3.Connection) -> tuple[int, int] | None:
+        """SQLite's noted journal position (meta journal_at, written by _sql_rows) as (generation, end); None when
+        there is none or it is not of that form. Raises what SQLite raises."""
+        row = conn.execute("SELECT value FROM meta WHERE key = ?", (META_AT,)).fetchone()
+        if row is None:
+            return None
+        gen, _, at = row[0].partition(":")
         try:
-            row = conn.execute("SELECT value FROM meta WHERE key = ?", (META_AT,)).fetchone()
+            return int(gen), int(at)
+        except ValueError:
+            return None
+
+    def _noted_gen(self, conn: sqlite3.Connection) -> int:
+        """The journal generation of SQLite's noted position, 0 when none or unreadable."""
+        try:
+            noted = self._noted_at(conn)
         except sqlite3.DatabaseError:
             return 0
-        gen = row[0].partition(":")[0] if row else ""
-        return int(gen) if gen.isdigit() and len(gen) < 20 else 0
+        return noted[0] if noted is not None else 0
 
     def _flush(self) -> None:
         """Brings SQLite up to the journal's end (caught up, under the write lock)."""
@@ -832,8 +841,7 @@ class Store:
         be read (busy past its timeout, an I/O error), that raises and the announcement stays for the next try."""
         pending, end = self._u64(_PENDING_END), self._u64(_END)
         if end < pending <= JOURNAL_BYTES:
-            row = self._conn().execute("SELECT value FROM meta WHERE key = ?", (META_AT,)).fetchone()
-            if row and row[0] == f"{self._u64(_GEN)}:{pending}":
+            if self._noted_at(self._conn()) == (self._u64(_GEN), pending):
                 self._put(_END, pending)
         self._moved()
         self._put(_PENDING_END, 0)
