@@ -37,6 +37,8 @@ def main(argv=None) -> None:
     p.add_argument("--threads", type=int, default=8, help="gunicorn gthread threads per worker")
     p.add_argument("--config", action="append", default=[], metavar="FIELD=JSON",
                    help="mock only: a Config field, e.g. clock_speed=0 or fast_path=false")
+    p.add_argument("--timed", action="store_true",
+                   help="granian only: the app wrapped by bench/request_thread.py's timed_app (its own CPU time)")
     args = p.parse_args(argv)
 
     # An inherited PYTHONPATH comes first, so `PYTHONPATH=/some/checkout` benchmarks that checkout's mock_server.
@@ -85,6 +87,12 @@ def main(argv=None) -> None:
             if folder:
                 shutil.rmtree(folder, ignore_errors=True)
         return
+
+    if args.timed:  # bench/request_thread.py reads the sum
+        from request_thread import FACTORY_ENV, TARGET_ENV
+
+        os.environ[TARGET_ENV], os.environ[FACTORY_ENV] = target, "1" if factory else "0"
+        target, factory = "request_thread:timed_app", True
 
     from granian import Granian
     from granian.constants import Interfaces, RuntimeModes
