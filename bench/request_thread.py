@@ -153,6 +153,8 @@ def main(argv=None) -> int:
                     acc[1] += (v - b[0]) / n
                     acc[2] += (i - b[1]) / n
                 calls = app_after[0] - app_before[0]
+                if calls <= 0:  # the workers did not write their sums (SIGUSR1): no figure rather than a wrong one
+                    raise SystemExit(f"{name}: no in-app time was reported; see {logs}")
                 row = {"rps": r["rps"], "cpu": r["cpu_us_per_req"], "unexpected": r["unexpected"],
                        "app": (app_after[1] - app_before[1]) / max(1, calls) * 1e6,
                        "threads": {k: v for k, v in by_name.items() if v[0] >= 0.5}}
@@ -167,13 +169,16 @@ def main(argv=None) -> int:
     print("| server | req/s | tree CPU | in the app | per thread name: CPU (voluntary + involuntary switches) | unexpected |")
     print("|---|---:|---:|---:|---|---:|")
     for name, runs in rows.items():
-        med = lambda f: statistics.median(f(x) for x in runs)  # noqa: E731
-        names = sorted({k for x in runs for k in x["threads"]})
-        per = ", ".join(f"{k} {med(lambda x: x['threads'].get(k, [0, 0, 0])[0]):.1f} "
-                        f"({med(lambda x: x['threads'].get(k, [0, 0, 0])[1]):.2f} + "
-                        f"{med(lambda x: x['threads'].get(k, [0, 0, 0])[2]):.2f})" for k in names)
-        print(f"| {name} | {med(lambda x: x['rps']):.0f} | {med(lambda x: x['cpu']):.0f} | {med(lambda x: x['app']):.1f} "
-              f"| {per} | {sum(x['unexpected'] for x in runs)} |")
+        def med(key: str) -> float:
+            return statistics.median(x[key] for x in runs)
+
+        def thread(name: str, i: int) -> float:  # i: 0 CPU, 1 voluntary, 2 involuntary switches
+            return statistics.median(x["threads"].get(name, (0, 0, 0))[i] for x in runs)
+
+        per = ", ".join(f"{k} {thread(k, 0):.1f} ({thread(k, 1):.2f} + {thread(k, 2):.2f})"
+                        for k in sorted({k for x in runs for k in x["threads"]}))
+        print(f"| {name} | {med('rps'):.0f} | {med('cpu'):.0f} | {med('app'):.1f} | {per} | "
+              f"{sum(x['unexpected'] for x in runs)} |")
     return 0
 
 
